@@ -1,0 +1,1 @@
+"""The jobbridge HTTP API: FastAPI, served by Mangum in Lambda and by uvicorn locally."""

@@ -1,0 +1,79 @@
+"""Who is calling. Two modes, chosen by configuration (JOBBRIDGE_AUTH_MODE):
+
+- ``gateway``: in AWS, the HTTP API's JWT authorizer has validated the token before the Lambda
+  runs; the app reads the claims API Gateway put in the event
+  (requestContext.authorizer.jwt.claims,
+  https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-jwt-authorizer.html).
+- ``verify``: the app verifies the Bearer token itself (RS256, issuer, audience, expiry) with
+  PyJWT against a configured public key: the local stack, or any deployment without a gateway.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from fastapi import HTTPException, Request
+
+from jobbridge.config import Settings
+
+_TENANT_RE = re.compile(r"^[A-Za-z0-9_.@:-]{1,128}$")
+_BEARER = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+
+
+@dataclass(frozen=True)
+class Principal:
+    tenant: str
+    subject: str | None
+    claims: dict[str, Any]
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(status_code=401, detail=detail, headers=_BEARER)
+
+
+@lru_cache(maxsize=4)
+def _public_key(path: str) -> str:
+    with open(path, encoding="utf-8") as fh:
+        return fh.read()
+
+
+def _verified_claims(request: Request, settings: Settings) -> dict[str, Any]:
+    import jwt  # PyJWT: imported on first use, only in verify mode
+
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _unauthorized("a Bearer token is required")
+    if not settings.jwt_public_key_file:
+        raise _unauthorized("token verification is not configured")
+    try:
+        return jwt.decode(
+            token.strip(),
+            _public_key(settings.jwt_public_key_file),
+            algorithms=["RS256"],  # fixed: a token cannot choose its algorithm (no alg=none, no HS256 confusion)
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            options={"require": ["exp", "iat", "iss", "aud"]},
+            leeway=30,
+        )
+    except jwt.PyJWTError as exc:
+        raise _unauthorized(f"invalid token: {exc}") from None
+
+
+def _gateway_claims(request: Request) -> dict[str, Any]:
+    event = request.scope.get("aws.event") or {}
+    claims = (((event.get("requestContext") or {}).get("authorizer") or {}).get("jwt") or {}).get("claims")
+    if not isinstance(claims, dict):
+        raise _unauthorized("no authorizer claims in the request")
+    return claims
+
+
+def authenticate(request: Request, settings: Settings) -> Principal:
+    claims = _gateway_claims(request) if settings.auth_mode == "gateway" else _verified_claims(request, settings)
+    tenant = claims.get(settings.tenant_claim)
+    if not isinstance(tenant, str) or not _TENANT_RE.match(tenant):
+        raise _unauthorized(f"the token has no valid {settings.tenant_claim!r} claim")
+    return Principal(tenant=tenant, subject=claims.get("sub"), claims=claims)

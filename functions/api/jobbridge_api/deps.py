@@ -1,0 +1,82 @@
+"""Dependencies of the routes, as ``Annotated`` types. Tests swap them through
+``app.dependency_overrides``. Everything is built once per process, on first use."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from jobbridge.config import Settings, get_settings
+from jobbridge.dispatch import Dispatcher
+from jobbridge.registry import Registry, load_registry
+from jobbridge.service import JobService
+from jobbridge.store import JobStore
+
+from .auth import Principal, authenticate
+
+
+def settings_dep() -> Settings:
+    return get_settings()
+
+
+@lru_cache(maxsize=1)
+def _registry(modules: tuple[str, ...]) -> Registry:
+    return load_registry(modules)
+
+
+def registry_dep(settings: Annotated[Settings, Depends(settings_dep)]) -> Registry:
+    return _registry(settings.job_modules)
+
+
+@lru_cache(maxsize=1)
+def _store(table_name: str, retention_days: int) -> JobStore:
+    return JobStore(table_name, retention_days=retention_days)
+
+
+def store_dep(settings: Annotated[Settings, Depends(settings_dep)]) -> JobStore:
+    return _store(settings.table_name, settings.retention_days)
+
+
+def service_dep(
+    store: Annotated[JobStore, Depends(store_dep)], registry: Annotated[Registry, Depends(registry_dep)]
+) -> JobService:
+    return JobService(store, registry)
+
+
+@lru_cache(maxsize=1)
+def _dispatcher(settings: Settings) -> Dispatcher:
+    # Read-only here: the health check asks the queues for an attribute; the API never sends.
+    return Dispatcher({route: url for route, url in _queue_urls(settings).items()})
+
+
+def _queue_urls(settings: Settings):
+    from jobbridge.models import Route
+
+    return {r: u for r, u in ((r, getattr(settings, f"queue_url_{r.value}")) for r in Route) if u}
+
+
+def dispatcher_dep(settings: Annotated[Settings, Depends(settings_dep)]) -> Dispatcher:
+    return _dispatcher(settings)
+
+
+def principal_dep(request: Request, settings: Annotated[Settings, Depends(settings_dep)]) -> Principal:
+    principal = authenticate(request, settings)
+    request.state.tenant = principal.tenant
+    return principal
+
+
+SettingsDep = Annotated[Settings, Depends(settings_dep)]
+RegistryDep = Annotated[Registry, Depends(registry_dep)]
+StoreDep = Annotated[JobStore, Depends(store_dep)]
+ServiceDep = Annotated[JobService, Depends(service_dep)]
+DispatcherDep = Annotated[Dispatcher, Depends(dispatcher_dep)]
+PrincipalDep = Annotated[Principal, Depends(principal_dep)]
+
+
+def correlation_id(request: Request) -> str | None:
+    return getattr(request.state, "correlation_id", None)
+
+
+CorrelationDep = Annotated[str | None, Depends(correlation_id)]

@@ -1,0 +1,46 @@
+"""The one place boto3 clients are built: lazily, once per process, shared by threads.
+
+boto3 clients are thread-safe; sessions are not, so each client is built under a lock from its
+own session (https://boto3.amazonaws.com/v1/documentation/api/latest/guide/clients.html#multithreading-or-multiprocessing-with-clients).
+Nothing is built at import time: a cold start pays only for the clients its first event uses.
+The endpoint comes from the standard AWS_ENDPOINT_URL variable (moto server locally), so no
+code path knows whether it is local.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+_lock = threading.Lock()
+_clients: dict[tuple[str, str], Any] = {}
+
+# Standard retry mode: exponential backoff with jitter on throttling and 5xx, 3 attempts in all.
+# https://boto3.amazonaws.com/v1/documentation/api/latest/guide/retries.html#standard-retry-mode
+_PROFILES: dict[str, dict[str, Any]] = {
+    "default": {"retries": {"mode": "standard", "max_attempts": 3}, "connect_timeout": 2, "read_timeout": 10},
+    # SQS long polling holds a receive open for up to 20 s: the read timeout must outlast it.
+    "long_poll": {"retries": {"mode": "standard", "max_attempts": 3}, "connect_timeout": 5, "read_timeout": 30},
+}
+
+
+def client(service: str, profile: str = "default") -> Any:
+    key = (service, profile)
+    found = _clients.get(key)
+    if found is not None:
+        return found
+    with _lock:
+        found = _clients.get(key)
+        if found is None:
+            import boto3
+            from botocore.config import Config
+
+            found = boto3.session.Session().client(service, config=Config(**_PROFILES[profile]))
+            _clients[key] = found
+    return found
+
+
+def reset_clients() -> None:
+    """Forget built clients (tests that change the endpoint or credentials between cases)."""
+    with _lock:
+        _clients.clear()

@@ -1,0 +1,129 @@
+"""The outbox's sending half: turn stream records of jobs that need a message into SQS sends.
+
+A record needs dispatch when its new image is QUEUED and carries no ``dispatched_at``: a new job,
+or a job put back for a retry (the retry removes ``dispatched_at``). The bridge's own
+``mark_dispatched`` write produces a record with ``dispatched_at`` and so never loops. A
+duplicate stream record sends a duplicate message; the claim's condition drops it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from . import aws
+from .dynamo_codec import decode_item
+from .ids import parse_iso, utcnow
+from .models import Route, State
+
+log = logging.getLogger(__name__)
+
+SQS_MAX_BATCH = 10  # https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessageBatch.html
+SQS_MAX_DELAY_S = 900
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """One message to send, tied to the stream record it came from."""
+
+    record_id: str  # the stream record's SequenceNumber (what a partial failure reports)
+    job_id: str
+    route: Route
+    attempt: int
+    correlation_id: str | None
+    delay_s: int = 0
+
+    def body(self) -> str:
+        return json.dumps(
+            {"job_id": self.job_id, "route": self.route.value, "attempt": self.attempt, "correlation_id": self.correlation_id},
+            separators=(",", ":"),
+        )
+
+
+def dispatch_of(record: dict[str, Any]) -> Dispatch | None:
+    """The message a DynamoDB stream record calls for, or None."""
+    if record.get("eventName") not in ("INSERT", "MODIFY"):
+        return None
+    stream = record["dynamodb"]
+    image = stream.get("NewImage")
+    if not image or image.get("state", {}).get("S") != State.QUEUED.value or "dispatched_at" in image:
+        return None
+    job = decode_item({k: image[k] for k in ("job_id", "route", "attempt", "correlation_id", "not_before") if k in image})
+    delay = 0
+    if job.get("not_before"):
+        delay = int(max(0.0, min(SQS_MAX_DELAY_S, (parse_iso(job["not_before"]) - utcnow()).total_seconds())))
+    return Dispatch(
+        record_id=stream["SequenceNumber"],
+        job_id=job["job_id"],
+        route=Route(job["route"]),
+        attempt=int(job.get("attempt", 0)),
+        correlation_id=job.get("correlation_id"),
+        delay_s=delay,
+    )
+
+
+class Dispatcher:
+    """Sends dispatches to their route's queue, ten to a SendMessageBatch call."""
+
+    def __init__(self, queue_urls: dict[Route, str], *, client: Any = None) -> None:
+        self.queue_urls = queue_urls
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = aws.client("sqs")
+        return self._client
+
+    def send(self, dispatches: Iterable[Dispatch]) -> tuple[list[Dispatch], list[Dispatch]]:
+        """Send them all; returns (sent, failed). Never raises for a failed send."""
+        by_route: dict[Route, list[Dispatch]] = {}
+        for d in dispatches:
+            by_route.setdefault(d.route, []).append(d)
+        sent: list[Dispatch] = []
+        failed: list[Dispatch] = []
+        for route, items in by_route.items():
+            for start in range(0, len(items), SQS_MAX_BATCH):
+                chunk = items[start : start + SQS_MAX_BATCH]
+                ok, bad = self._send_batch(self.queue_urls[route], chunk)
+                sent.extend(ok)
+                failed.extend(bad)
+        return sent, failed
+
+    def _send_batch(self, queue_url: str, chunk: list[Dispatch]) -> tuple[list[Dispatch], list[Dispatch]]:
+        entries = [
+            {
+                "Id": str(index),
+                "MessageBody": d.body(),
+                "DelaySeconds": d.delay_s,
+                "MessageAttributes": {"job_id": {"DataType": "String", "StringValue": d.job_id}},
+            }
+            for index, d in enumerate(chunk)
+        ]
+        try:
+            out = self.client.send_message_batch(QueueUrl=queue_url, Entries=entries)
+        except (ClientError, BotoCoreError) as exc:
+            log.warning("send_message_batch failed", extra={"queue_url": queue_url, "error": str(exc), "count": len(chunk)})
+            return [], list(chunk)
+        failed_ids = {f["Id"] for f in out.get("Failed", [])}
+        for failure in out.get("Failed", []):
+            log.warning("message not sent", extra={"job_id": chunk[int(failure["Id"])].job_id, "code": failure.get("Code")})
+        ok = [d for i, d in enumerate(chunk) if str(i) not in failed_ids]
+        bad = [d for i, d in enumerate(chunk) if str(i) in failed_ids]
+        return ok, bad
+
+    def ping(self) -> dict[Route, str | None]:
+        """For the health check: each queue's error, or None when it answers."""
+        status: dict[Route, str | None] = {}
+        for route, url in self.queue_urls.items():
+            try:
+                self.client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+                status[route] = None
+            except (ClientError, BotoCoreError) as exc:
+                code = exc.response["Error"]["Code"] if isinstance(exc, ClientError) else type(exc).__name__
+                status[route] = code
+        return status

@@ -1,0 +1,112 @@
+"""Domain errors. The store maps DynamoDB conditions to these; the API maps these to HTTP once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class JobBridgeError(Exception):
+    """Base of every domain error."""
+
+
+class JobNotFound(JobBridgeError):
+    """No such job for this caller (another tenant's job is reported the same way)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} not found")
+        self.job_id = job_id
+
+
+class InvalidTransition(JobBridgeError):
+    """A conditional write failed: the job is not in a state that allows the change."""
+
+    def __init__(self, job_id: str, action: str, state: str | None, detail: str = "") -> None:
+        msg = f"cannot {action} job {job_id} in state {state}"
+        super().__init__(msg + (f": {detail}" if detail else ""))
+        self.job_id = job_id
+        self.action = action
+        self.state = state
+
+
+class JobAlreadyFinal(InvalidTransition):
+    """The job reached SUCCEEDED, FAILED or CANCELLED; those states are absorbing."""
+
+
+class StaleAttempt(InvalidTransition):
+    """A worker wrote for an attempt that is no longer the job's current one (fenced out)."""
+
+
+class IdempotencyConflict(JobBridgeError):
+    """The Idempotency-Key was used before with a different request body."""
+
+    def __init__(self, key: str, job_id: str) -> None:
+        super().__init__(
+            f"Idempotency-Key {key!r} was already used for job {job_id} with a different request body"
+        )
+        self.key = key
+        self.job_id = job_id
+
+
+class UnknownJobType(JobBridgeError):
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(f"unknown job type {name!r}; known types: {', '.join(known)}")
+        self.name = name
+        self.known = known
+
+
+class InvalidParams(JobBridgeError):
+    """Params do not validate against the job type's model; errors carry field paths."""
+
+    def __init__(self, job_type: str, errors: list[dict[str, Any]]) -> None:
+        super().__init__(f"params are invalid for job type {job_type!r}")
+        self.job_type = job_type
+        self.errors = errors
+
+
+class PlacementNotAllowed(JobBridgeError):
+    """The request asks for a placement the job type or the data classification forbids."""
+
+    def __init__(self, reason: str, field: str = "target") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.field = field
+
+
+class InvalidCursor(JobBridgeError):
+    def __init__(self) -> None:
+        super().__init__("cursor is not valid for this listing")
+
+
+class DependencyUnavailable(JobBridgeError):
+    """An AWS dependency could not be reached (throttled past retries, 5xx, network)."""
+
+    def __init__(self, dependency: str, detail: str) -> None:
+        super().__init__(f"{dependency} unavailable: {detail}")
+        self.dependency = dependency
+        self.detail = detail
+
+
+# --- raised by job functions (the job author's vocabulary) -----------------------------------
+
+
+class JobFailure(Exception):
+    """Raise from a job function to fail the attempt. ``retryable`` decides retry vs FAILED."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class RetryableError(JobFailure):
+    retryable = True
+
+
+class PermanentError(JobFailure):
+    retryable = False
+
+
+class JobCancelled(Exception):
+    """Raised inside a job function (by ``ctx.raise_if_cancelled()``) to stop cooperatively."""

@@ -1,0 +1,213 @@
+"""The job's model families.
+
+``JobCreate`` is what a client may send; ``Job`` is the stored record (server-owned fields
+included); ``JobPublic``/``JobPage`` are what the API shows. A client can never set state,
+tenant, attempt, lease or timestamps: ``JobCreate`` forbids unknown fields, so such a body is a
+422 that names the field rather than a silently ignored one.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class State(str, Enum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED})
+ACTIVE_STATES = frozenset({State.QUEUED, State.RUNNING})
+
+
+class Target(str, Enum):
+    """Where a request asks its job to run."""
+
+    PUBLIC = "public"
+    PRIVATE = "private"
+    AUTO = "auto"
+
+
+class Route(str, Enum):
+    """Where a job runs: fixed at submit, never changed."""
+
+    LAMBDA = "lambda"
+    BATCH = "batch"
+    PRIVATE = "private"
+
+    @property
+    def is_public(self) -> bool:
+        return self is not Route.PRIVATE
+
+
+class DataClassification(str, Enum):
+    PUBLIC = "public"
+    INTERNAL = "internal"
+    CONFIDENTIAL = "confidential"
+    RESTRICTED = "restricted"
+
+    @property
+    def rank(self) -> int:
+        return _CLASS_RANK[self]
+
+    @property
+    def must_stay_private(self) -> bool:
+        return self.rank >= _CLASS_RANK[DataClassification.CONFIDENTIAL]
+
+
+_CLASS_RANK = {
+    DataClassification.PUBLIC: 0,
+    DataClassification.INTERNAL: 1,
+    DataClassification.CONFIDENTIAL: 2,
+    DataClassification.RESTRICTED: 3,
+}
+
+
+class Requirements(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    gpu: bool = False
+    memory_mb: int | None = Field(default=None, ge=128, le=1_048_576)
+    expected_runtime_s: int | None = Field(default=None, ge=1, le=14 * 24 * 3600)
+
+
+class JobCreate(BaseModel):
+    """The body of ``POST /jobs``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+    params: dict[str, Any] = Field(default_factory=dict)
+    target: Target = Target.AUTO
+    priority: int = Field(default=0, ge=-100, le=100, description="Higher runs first where the route supports it")
+    requirements: Requirements = Field(default_factory=Requirements)
+    data_classification: DataClassification | None = Field(
+        default=None, description="Defaults to the job type's classification"
+    )
+
+
+class Progress(BaseModel):
+    fraction: float = Field(ge=0.0, le=1.0)
+    message: str = Field(default="", max_length=1024)
+
+
+class JobError(BaseModel):
+    type: str
+    message: str
+    retryable: bool = False
+    attempt: int | None = None
+
+
+class HistoryEntry(BaseModel):
+    at: str
+    state: State
+    event: str
+    attempt: int = 0
+    detail: str | None = None
+
+
+class Job(BaseModel):
+    """The stored record: one DynamoDB item per job."""
+
+    job_id: str
+    tenant: str
+    type: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    route: Route
+    state: State
+    priority: int = 0
+    requirements: Requirements = Field(default_factory=Requirements)
+    data_classification: DataClassification = DataClassification.INTERNAL
+    attempt: int = 0
+    max_attempts: int = 3
+    timeout_s: int = 900
+    lease_owner: str | None = None
+    lease_expires_at: str | None = None
+    cancel_requested: bool = False
+    progress: Progress | None = None
+    result: Any = None
+    error: JobError | None = None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    correlation_id: str | None = None
+    created_at: str
+    dispatched_at: str | None = None
+    not_before: str | None = None
+    started_at: str | None = None
+    heartbeat_at: str | None = None
+    finished_at: str | None = None
+    updated_at: str | None = None
+    version: int = 1
+    expires_at: int | None = None
+    history: list[HistoryEntry] = Field(default_factory=list)
+
+
+class JobPublic(BaseModel):
+    """A job as its tenant sees it."""
+
+    job_id: str
+    type: str
+    state: State
+    route: Route
+    params: dict[str, Any]
+    priority: int
+    requirements: Requirements
+    data_classification: DataClassification
+    attempt: int
+    max_attempts: int
+    cancel_requested: bool
+    progress: Progress | None = None
+    result: Any = None
+    error: JobError | None = None
+    idempotency_key: str | None = None
+    correlation_id: str | None = None
+    created_at: str
+    dispatched_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    updated_at: str | None = None
+    history: list[HistoryEntry] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, job: Job) -> "JobPublic":
+        return cls.model_validate(job.model_dump(include=set(cls.model_fields)))
+
+
+class JobAccepted(BaseModel):
+    """The 202 body of ``POST /jobs``."""
+
+    job_id: str
+    state: State
+    route: Route
+    created_at: str
+    location: str
+
+
+class JobSummary(BaseModel):
+    job_id: str
+    type: str
+    state: State
+    route: Route
+    attempt: int
+    progress: Progress | None = None
+    created_at: str
+    finished_at: str | None = None
+
+    @classmethod
+    def of(cls, job: Job) -> "JobSummary":
+        return cls.model_validate(job.model_dump(include=set(cls.model_fields)))
+
+
+class JobPage(BaseModel):
+    items: list[JobSummary]
+    next_cursor: str | None = None

@@ -1,0 +1,54 @@
+"""The bridge's logic: DynamoDB stream batch in, messages out, partial failures reported.
+
+Stream records of one job arrive in order; if a send fails, its record and (per Lambda's
+checkpointing) every later record of the batch are retried, so a failure can duplicate sends but
+never skip one: https://docs.aws.amazon.com/lambda/latest/dg/services-ddb-batchfailurereporting.html
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from .dispatch import Dispatcher, dispatch_of
+from .errors import DependencyUnavailable
+from .store import JobStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class OutboxResult:
+    sent: int = 0
+    skipped: int = 0
+    failed_record_ids: list[str] = field(default_factory=list)
+
+    def batch_response(self) -> dict[str, Any]:
+        return {"batchItemFailures": [{"itemIdentifier": rid} for rid in self.failed_record_ids]}
+
+
+def relay(records: list[dict[str, Any]], dispatcher: Dispatcher, store: JobStore) -> OutboxResult:
+    result = OutboxResult()
+    dispatches = []
+    for record in records:
+        d = dispatch_of(record)
+        if d is None:
+            result.skipped += 1
+        else:
+            dispatches.append(d)
+    sent, failed = dispatcher.send(dispatches)
+    result.sent = len(sent)
+    result.failed_record_ids = [d.record_id for d in failed]
+    for d in sent:
+        try:
+            # Recording is best effort: the message is out, and a job that moved on (claimed
+            # already, cancelled) rightly refuses the write.
+            store.mark_dispatched(d.job_id, d.attempt)
+        except DependencyUnavailable as exc:
+            log.warning("could not record dispatched_at", extra={"job_id": d.job_id, "error": str(exc)})
+        log.info("dispatched", extra={"job_id": d.job_id, "route": d.route.value, "attempt": d.attempt,
+                                      "correlation_id": d.correlation_id, "delay_s": d.delay_s})
+    for d in failed:
+        log.error("dispatch failed; the stream will retry", extra={"job_id": d.job_id, "route": d.route.value})
+    return result

@@ -1,0 +1,79 @@
+"""JobService: the domain operations the API offers, above the store and below HTTP.
+
+Submitting is the hot path: validate, route and one conditional PutItem; nothing else touches
+AWS. The bridge, not the API, sends the job's message (the outbox: docs/ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import timedelta
+
+from .dynamo_codec import dump_json
+from .errors import IdempotencyConflict, InvalidParams
+from .ids import idempotent_job_id, iso, new_job_id
+from .models import HistoryEntry, Job, JobCreate, State
+from .registry import Registry
+from .routing import choose_placement
+from .store import JobStore
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job: Job
+    created: bool  # False: an idempotent replay returned the job the key made before
+
+
+def request_hash(request: JobCreate) -> str:
+    canonical = dump_json(request.model_dump(mode="json"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class JobService:
+    def __init__(self, store: JobStore, registry: Registry) -> None:
+        self.store = store
+        self.registry = registry
+
+    def submit(
+        self,
+        tenant: str,
+        request: JobCreate,
+        *,
+        idempotency_key: str | None = None,
+        correlation_id: str | None = None,
+    ) -> Submitted:
+        jt = self.registry.get(request.type)
+        params = jt.parse_params(request.params)
+        placement = choose_placement(jt, request, params)
+        params_json = params.model_dump(mode="json")
+        try:
+            dump_json(params_json)
+        except ValueError as exc:  # NaN or Infinity somewhere in free-form params
+            raise InvalidParams(jt.name, [{"loc": ["body", "params"], "msg": str(exc), "type": "value_error"}]) from None
+        now = self.store.clock()
+        digest = request_hash(request)
+        job = Job(
+            job_id=idempotent_job_id(tenant, idempotency_key) if idempotency_key else new_job_id(),
+            tenant=tenant,
+            type=jt.name,
+            params=params_json,
+            route=placement.route,
+            state=State.QUEUED,
+            priority=request.priority,
+            requirements=placement.requirements,
+            data_classification=placement.data_classification,
+            max_attempts=jt.max_attempts,
+            timeout_s=jt.timeout_s,
+            idempotency_key=idempotency_key,
+            request_hash=digest,
+            correlation_id=correlation_id,
+            created_at=iso(now),
+            updated_at=iso(now),
+            expires_at=int((now + self.store.retention + timedelta(seconds=jt.timeout_s * jt.max_attempts)).timestamp()),
+            history=[HistoryEntry(at=iso(now), state=State.QUEUED, event="submitted", detail=placement.route.value)],
+        )
+        stored, created = self.store.create(job)
+        if not created and (stored.tenant != tenant or stored.request_hash != digest):
+            raise IdempotencyConflict(idempotency_key or "", stored.job_id)
+        return Submitted(stored, created)

@@ -1,0 +1,489 @@
+"""JobStore: the only owner of DynamoDB calls. Every state change is one conditional UpdateItem
+that returns the new record (ReturnValues=ALL_NEW) and, when its condition fails, the current
+one (ReturnValuesOnConditionCheckFailure=ALL_OLD), which becomes a named domain error:
+https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_UpdateItem.html
+
+The sparse ``active-index`` holds only QUEUED and RUNNING jobs (``active_state``, ``due_at``):
+the sweeper reads it instead of scanning. Final writes remove both attributes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from datetime import datetime, timedelta
+from typing import Any, Callable, Iterator
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from . import aws
+from .dynamo_codec import decode_item, dump_json, encode_item, to_attr
+from .errors import (
+    DependencyUnavailable,
+    InvalidCursor,
+    InvalidTransition,
+    JobAlreadyFinal,
+    JobNotFound,
+    StaleAttempt,
+)
+from .ids import iso, utcnow
+from .models import FINAL_STATES, Job, JobError, Progress, State
+
+TENANT_INDEX = "tenant-created-index"
+ACTIVE_INDEX = "active-index"
+_MAX_LIST_PAGES = 10
+# Placeholders for attribute names that are, or may become, DynamoDB reserved words.
+_NAMES = {"#state": "state", "#attempt": "attempt", "#tenant": "tenant", "#version": "version", "#history": "history"}
+_UNAVAILABLE_CODES = {
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "ResourceNotFoundException",
+}
+
+
+class JobStore:
+    def __init__(
+        self,
+        table_name: str,
+        *,
+        client: Any = None,
+        retention_days: int = 30,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.table_name = table_name
+        self._client = client
+        self.retention = timedelta(days=retention_days)
+        self.clock = clock
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = aws.client("dynamodb")
+        return self._client
+
+    # --- create and read -----------------------------------------------------------------
+
+    def create(self, job: Job) -> tuple[Job, bool]:
+        """Record a new QUEUED job with one conditional PutItem.
+
+        Returns ``(job, True)`` when written, or ``(existing, False)`` when a job with this id
+        already exists (an idempotent replay), read from the same call's failure.
+        """
+        record = job.model_dump(mode="json", exclude_none=True)
+        record["active_state"] = job.state.value
+        record["due_at"] = job.not_before or job.created_at
+        try:
+            self._call(
+                "put_item",
+                TableName=self.table_name,
+                Item=encode_item(record),
+                ConditionExpression="attribute_not_exists(job_id)",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if not _condition_failed(exc):
+                raise
+            old = exc.response.get("Item")
+            return (self._decode(old) if old else self.get(job.job_id)), False
+        return job, True
+
+    def get(self, job_id: str, tenant: str | None = None) -> Job:
+        """The job, read consistently (a GET right after the 202 must find it).
+
+        With ``tenant``, another tenant's job is reported as not found: no existence leak.
+        """
+        out = self._call("get_item", TableName=self.table_name, Key=_key(job_id), ConsistentRead=True)
+        item = out.get("Item")
+        if not item:
+            raise JobNotFound(job_id)
+        job = self._decode(item)
+        if tenant is not None and job.tenant != tenant:
+            raise JobNotFound(job_id)
+        return job
+
+    def list_jobs(
+        self,
+        tenant: str,
+        *,
+        state: State | None = None,
+        job_type: str | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> tuple[list[Job], str | None]:
+        """A tenant's jobs, newest first, ``limit`` at most, and the cursor of the next page.
+
+        Filters apply after DynamoDB's own Limit, so pages are read until ``limit`` matches are
+        found; the cursor is then the key of the last job returned, not DynamoDB's.
+        """
+        names: dict[str, str] = {"#t": "tenant"}
+        values: dict[str, Any] = {":t": {"S": tenant}}
+        filters = []
+        if state is not None:
+            names["#s"] = "state"
+            values[":s"] = {"S": state.value}
+            filters.append("#s = :s")
+        if job_type is not None:
+            names["#ty"] = "type"
+            values[":ty"] = {"S": job_type}
+            filters.append("#ty = :ty")
+        query: dict[str, Any] = {
+            "TableName": self.table_name,
+            "IndexName": TENANT_INDEX,
+            "KeyConditionExpression": "#t = :t",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ScanIndexForward": False,
+            "Limit": limit if not filters else max(limit, 100),
+        }
+        if filters:
+            query["FilterExpression"] = " AND ".join(filters)
+        start = decode_cursor(cursor, tenant) if cursor else None
+        found: list[Job] = []
+        for _ in range(_MAX_LIST_PAGES):
+            if start:
+                query["ExclusiveStartKey"] = start
+            out = self._call("query", **query)
+            found.extend(self._decode(item) for item in out.get("Items", []))
+            start = out.get("LastEvaluatedKey")
+            if len(found) >= limit or not start:
+                break
+        if len(found) > limit or (len(found) == limit and start):
+            found = found[:limit]
+            last = found[-1]
+            return found, encode_cursor(tenant, {"job_id": last.job_id, "tenant": last.tenant, "created_at": last.created_at})
+        return found, (encode_cursor(tenant, _plain_key(start)) if start else None)
+
+    def active_jobs(self, state: State, due_before: str, limit: int = 100) -> Iterator[dict[str, Any]]:
+        """Active jobs in ``state`` whose ``due_at`` has passed (the sweeper's view)."""
+        query: dict[str, Any] = {
+            "TableName": self.table_name,
+            "IndexName": ACTIVE_INDEX,
+            "KeyConditionExpression": "active_state = :s AND due_at <= :d",  # neither is reserved
+            "ExpressionAttributeValues": {":s": {"S": state.value}, ":d": {"S": due_before}},
+            "Limit": limit,
+        }
+        while True:
+            out = self._call("query", **query)
+            for item in out.get("Items", []):
+                yield decode_item(item)
+            if "LastEvaluatedKey" not in out:
+                return
+            query["ExclusiveStartKey"] = out["LastEvaluatedKey"]
+
+    # --- transitions -------------------------------------------------------------------------
+
+    def cancel(self, job_id: str, tenant: str) -> Job:
+        """QUEUED -> CANCELLED at once; RUNNING -> cancel_requested (the runner stops it);
+        a final job -> JobAlreadyFinal. Each branch is one conditional write; a race with a
+        claim is retried against the state the failed write returned."""
+        for _ in range(3):
+            current = None
+            try:
+                return self._transition(
+                    job_id,
+                    action="cancel",
+                    new_state=State.CANCELLED,
+                    condition="#tenant = :tenant AND #state = :queued",
+                    values={":tenant": {"S": tenant}, ":queued": {"S": State.QUEUED.value}},
+                    sets={"cancel_requested": True},
+                    event="cancelled",
+                    detail="cancelled while queued",
+                    tenant=tenant,
+                )
+            except InvalidTransition as exc:
+                current = exc.state
+                if current != State.RUNNING.value:
+                    raise
+            try:
+                return self._update(
+                    job_id,
+                    action="cancel",
+                    condition="#tenant = :tenant AND #state = :running",
+                    values={":tenant": {"S": tenant}, ":running": {"S": State.RUNNING.value}},
+                    sets={"cancel_requested": True},
+                    history=(State.RUNNING, "cancel_requested", None),
+                    tenant=tenant,
+                )
+            except InvalidTransition as exc:
+                if exc.state in (State.QUEUED.value,):
+                    continue  # requeued for a retry meanwhile: cancel it as queued
+                raise
+        raise InvalidTransition(job_id, "cancel", current, "the job kept changing state; try again")
+
+    def mark_dispatched(self, job_id: str, attempt: int) -> bool:
+        """Record that the job's message for ``attempt`` was sent. False if the job moved on."""
+        now = iso(self.clock())
+        try:
+            self._call(
+                "update_item",
+                TableName=self.table_name,
+                Key=_key(job_id),
+                UpdateExpression="SET dispatched_at = if_not_exists(dispatched_at, :now), updated_at = :now",
+                ConditionExpression="#state = :queued AND #attempt = :attempt",
+                ExpressionAttributeNames={"#state": "state", "#attempt": "attempt"},
+                ExpressionAttributeValues={
+                    ":now": {"S": now},
+                    ":queued": {"S": State.QUEUED.value},
+                    ":attempt": {"N": str(attempt)},
+                },
+            )
+        except ClientError as exc:
+            if _condition_failed(exc):
+                return False
+            raise
+        return True
+
+    def claim(self, job_id: str, owner: str, lease_s: float, expected_attempt: int | None = None) -> Job:
+        """QUEUED -> RUNNING: attempt + 1, a lease, and the job returned by the same call.
+
+        ``expected_attempt`` (the message's) fences out a stale duplicate of an older dispatch.
+        """
+        now = self.clock()
+        lease = iso(now + timedelta(seconds=lease_s))
+        condition = "#state = :queued"
+        values = {":queued": {"S": State.QUEUED.value}}
+        if expected_attempt is not None:
+            condition += " AND #attempt = :expected"
+            values[":expected"] = {"N": str(expected_attempt)}
+        return self._transition(
+            job_id,
+            action="claim",
+            new_state=State.RUNNING,
+            condition=condition,
+            values=values,
+            sets={
+                "lease_owner": owner,
+                "lease_expires_at": lease,
+                "started_at": iso(now),
+                "heartbeat_at": iso(now),
+                "active_state": State.RUNNING.value,
+                "due_at": lease,
+            },
+            add_attempt=True,
+            event="claimed",
+            detail=owner,
+        )
+
+    def heartbeat(
+        self, job_id: str, attempt: int, owner: str, lease_s: float, progress: Progress | None = None
+    ) -> Job:
+        """Extend the lease (and record progress); fenced on RUNNING and this attempt.
+
+        The returned job carries ``cancel_requested``.
+        """
+        now = self.clock()
+        lease = iso(now + timedelta(seconds=lease_s))
+        sets: dict[str, Any] = {"lease_owner": owner, "lease_expires_at": lease, "heartbeat_at": iso(now), "due_at": lease}
+        if progress is not None:
+            sets["progress"] = progress.model_dump()
+        return self._update(job_id, action="heartbeat", sets=sets, **self._fence(attempt))
+
+    def set_progress(self, job_id: str, attempt: int, progress: Progress) -> Job:
+        return self._update(job_id, action="progress", sets={"progress": progress.model_dump()}, **self._fence(attempt))
+
+    def complete(self, job_id: str, attempt: int, result: Any) -> Job:
+        """RUNNING -> SUCCEEDED with the result, for the current attempt only."""
+        return self._transition(
+            job_id,
+            action="complete",
+            new_state=State.SUCCEEDED,
+            sets={"result": result},
+            event="succeeded",
+            **self._fence(attempt),
+        )
+
+    def fail(self, job_id: str, attempt: int, error: JobError, retry_delay_s: float | None) -> Job:
+        """RUNNING -> QUEUED (``retry_delay_s`` given: the job is re-dispatched after the delay)
+        or RUNNING -> FAILED. Fenced on the current attempt."""
+        error = error.model_copy(update={"attempt": attempt})
+        if retry_delay_s is None:
+            return self._transition(
+                job_id, action="fail", new_state=State.FAILED, sets={"error": error.model_dump()},
+                event="failed", detail=error.message[:200], **self._fence(attempt),
+            )
+        not_before = iso(self.clock() + timedelta(seconds=retry_delay_s))
+        return self._transition(
+            job_id,
+            action="retry",
+            new_state=State.QUEUED,
+            sets={"error": error.model_dump(), "not_before": not_before, "active_state": State.QUEUED.value, "due_at": not_before},
+            # dispatched_at goes: the bridge sends the retry's message (delayed) when it sees it.
+            removes=("lease_owner", "lease_expires_at", "dispatched_at"),
+            event="retry_scheduled",
+            detail=error.message[:200],
+            **self._fence(attempt),
+        )
+
+    def acknowledge_cancel(self, job_id: str, attempt: int) -> Job:
+        """RUNNING -> CANCELLED once the runner stopped the job after a cancel request."""
+        return self._transition(
+            job_id, action="cancel", new_state=State.CANCELLED, event="cancelled",
+            detail="stopped after cancel request", **self._fence(attempt),
+        )
+
+    def fail_unless_final(self, job_id: str, error: JobError) -> Job | None:
+        """Any active state -> FAILED (dead letters, lost leases past their attempts).
+        None if the job is already final."""
+        try:
+            return self._transition(
+                job_id,
+                action="fail",
+                new_state=State.FAILED,
+                condition="#state IN (:queued, :running)",
+                values={":queued": {"S": State.QUEUED.value}, ":running": {"S": State.RUNNING.value}},
+                sets={"error": error.model_dump()},
+                event="failed",
+                detail=error.message[:200],
+            )
+        except JobAlreadyFinal:
+            return None
+
+    # --- the one write path ----------------------------------------------------------------------
+
+    @staticmethod
+    def _fence(attempt: int) -> dict[str, Any]:
+        return {
+            "condition": "#state = :running AND #attempt = :attempt",
+            "values": {":running": {"S": State.RUNNING.value}, ":attempt": {"N": str(attempt)}},
+            "fenced_attempt": attempt,
+        }
+
+    def _transition(self, job_id: str, *, new_state: State, event: str, detail: str | None = None,
+                    sets: dict[str, Any] | None = None, removes: tuple[str, ...] = (), **kw: Any) -> Job:
+        now = self.clock()
+        sets = {"state": new_state.value, **(sets or {})}
+        if new_state in FINAL_STATES:
+            sets["finished_at"] = iso(now)
+            sets["expires_at"] = int((now + self.retention).timestamp())
+            removes = (*removes, "active_state", "due_at", "lease_expires_at")
+        return self._update(job_id, sets=sets, removes=removes, history=(new_state, event, detail), **kw)
+
+    def _update(
+        self,
+        job_id: str,
+        *,
+        action: str,
+        condition: str,
+        values: dict[str, Any],
+        sets: dict[str, Any],
+        removes: tuple[str, ...] = (),
+        history: tuple[State, str, str | None] | None = None,
+        add_attempt: bool = False,
+        fenced_attempt: int | None = None,
+        tenant: str | None = None,
+    ) -> Job:
+        now = iso(self.clock())
+        names: dict[str, str] = {}
+        values = dict(values)
+        parts = []
+        for index, (field, value) in enumerate({**sets, "updated_at": now}.items()):
+            names[f"#f{index}"] = field
+            values[f":v{index}"] = {"S": dump_json(value)} if field == "result" else to_attr(value)
+            parts.append(f"#f{index} = :v{index}")
+        parts.append("#version = #version + :one")
+        values[":one"] = {"N": "1"}
+        if add_attempt:
+            parts.append("#attempt = #attempt + :one")
+        if history is not None:
+            state, event, detail = history
+            entry: dict[str, Any] = {"at": now, "state": state.value, "event": event}
+            if detail:
+                entry["detail"] = detail
+            parts.append("#history = list_append(if_not_exists(#history, :empty), :h)")
+            values[":empty"] = {"L": []}
+            values[":h"] = {"L": [to_attr(entry)]}
+        expression = "SET " + ", ".join(parts)
+        if removes:
+            expression += " REMOVE " + ", ".join(removes)
+        condition = f"attribute_exists(job_id) AND ({condition})"
+        # DynamoDB refuses unused placeholders, so name only those the expressions use.
+        used = set(re.findall(r"#\w+", expression + " " + condition))
+        names = {**_NAMES, **{k: v for k, v in names.items()}}
+        names = {k: v for k, v in names.items() if k in used}
+        try:
+            out = self._call(
+                "update_item",
+                TableName=self.table_name,
+                Key=_key(job_id),
+                UpdateExpression=expression,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if not _condition_failed(exc):
+                raise
+            raise self._why(job_id, action, exc.response.get("Item"), fenced_attempt, tenant) from None
+        return self._decode(out["Attributes"])
+
+    def _why(self, job_id: str, action: str, old: dict[str, Any] | None, fenced_attempt: int | None,
+             tenant: str | None) -> Exception:
+        if not old:
+            return JobNotFound(job_id)
+        current = decode_item(old)
+        if tenant is not None and current.get("tenant") != tenant:
+            return JobNotFound(job_id)
+        state = current.get("state")
+        if state in {s.value for s in FINAL_STATES}:
+            return JobAlreadyFinal(job_id, action, state, "final states are absorbing")
+        if fenced_attempt is not None and current.get("attempt") != fenced_attempt:
+            return StaleAttempt(job_id, action, state, f"attempt {fenced_attempt} is not current ({current.get('attempt')})")
+        return InvalidTransition(job_id, action, state)
+
+    def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            return getattr(self.client, operation)(**kwargs)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in _UNAVAILABLE_CODES:
+                raise DependencyUnavailable("dynamodb", code) from exc
+            if code == "ValidationException" and "ExclusiveStartKey" in kwargs:
+                raise InvalidCursor() from exc
+            raise
+        except BotoCoreError as exc:
+            raise DependencyUnavailable("dynamodb", type(exc).__name__) from exc
+
+    def ping(self) -> None:
+        """Raise DependencyUnavailable unless the table answers (the health check)."""
+        self._call("describe_table", TableName=self.table_name)
+
+    @staticmethod
+    def _decode(item: dict[str, Any]) -> Job:
+        return Job.model_validate(decode_item(item))
+
+
+def _key(job_id: str) -> dict[str, Any]:
+    return {"job_id": {"S": job_id}}
+
+
+def _condition_failed(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+def _plain_key(key: dict[str, Any]) -> dict[str, str]:
+    return {name: attr["S"] for name, attr in key.items()}
+
+
+def encode_cursor(tenant: str, key: dict[str, str]) -> str:
+    raw = json.dumps({"t": tenant, "k": key}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, tenant: str) -> dict[str, Any]:
+    """The ExclusiveStartKey a cursor stands for; a cursor of another tenant or listing is invalid."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        data = json.loads(raw)
+        key = data["k"]
+        if data["t"] != tenant or set(key) != {"job_id", "tenant", "created_at"} or key["tenant"] != tenant:
+            raise ValueError("cursor of another listing")
+        return {name: {"S": str(value)} for name, value in key.items()}
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise InvalidCursor() from None
