@@ -36,10 +36,16 @@ class Dispatch:
     attempt: int
     correlation_id: str | None
     delay_s: int = 0
+    timeout_s: int | None = None
+    expected_runtime_s: int | None = None
 
     def body(self) -> str:
+        # What a consumer needs to decide before claiming (can it finish in the time it has?),
+        # never the params: they stay in the table, behind the claim.
         return json.dumps(
-            {"job_id": self.job_id, "route": self.route.value, "attempt": self.attempt, "correlation_id": self.correlation_id},
+            {"job_id": self.job_id, "route": self.route.value, "attempt": self.attempt,
+             "correlation_id": self.correlation_id, "timeout_s": self.timeout_s,
+             "expected_runtime_s": self.expected_runtime_s},
             separators=(",", ":"),
         )
 
@@ -52,7 +58,8 @@ def dispatch_of(record: dict[str, Any]) -> Dispatch | None:
     image = stream.get("NewImage")
     if not image or image.get("state", {}).get("S") != State.QUEUED.value or "dispatched_at" in image:
         return None
-    job = decode_item({k: image[k] for k in ("job_id", "route", "attempt", "correlation_id", "not_before") if k in image})
+    job = decode_item({k: image[k] for k in ("job_id", "route", "attempt", "correlation_id", "not_before",
+                                              "timeout_s", "requirements") if k in image})
     delay = 0
     if job.get("not_before"):
         delay = int(max(0.0, min(SQS_MAX_DELAY_S, (parse_iso(job["not_before"]) - utcnow()).total_seconds())))
@@ -63,6 +70,8 @@ def dispatch_of(record: dict[str, Any]) -> Dispatch | None:
         attempt=int(job.get("attempt", 0)),
         correlation_id=job.get("correlation_id"),
         delay_s=delay,
+        timeout_s=job.get("timeout_s"),
+        expected_runtime_s=(job.get("requirements") or {}).get("expected_runtime_s"),
     )
 
 

@@ -1,0 +1,68 @@
+"""Server-side transitions with policy: the one place that decides retry vs FAILED, backoff,
+result limits. The Lambda worker and the Batch container call it directly; the agent reaches
+the same code through the API's /agent routes, so a job's fate is decided identically wherever
+it ran.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Callable
+
+from .dynamo_codec import dump_json
+from .errors import UnknownJobType
+from .models import Job, JobError, Progress
+from .registry import Backoff, Registry
+from .store import JobStore
+
+MAX_INLINE_RESULT_BYTES = 256 * 1024
+
+
+class JobLifecycle:
+    def __init__(self, store: JobStore, registry: Registry, *, rng: Callable[[], float] = random.random) -> None:
+        self.store = store
+        self.registry = registry
+        self.rng = rng
+
+    def claim(self, job_id: str, owner: str, lease_s: float, expected_attempt: int | None = None) -> Job:
+        return self.store.claim(job_id, owner, lease_s, expected_attempt)
+
+    def heartbeat(self, job_id: str, attempt: int, owner: str, lease_s: float, progress: Progress | None = None) -> Job:
+        return self.store.heartbeat(job_id, attempt, owner, lease_s, progress)
+
+    def complete(self, job_id: str, attempt: int, result: Any) -> Job:
+        try:
+            size = len(dump_json(result).encode())
+        except (TypeError, ValueError) as exc:
+            return self.fail(job_id, attempt, JobError(type="ResultNotJSON", message=f"the result is not JSON: {exc}"))
+        if size > MAX_INLINE_RESULT_BYTES:
+            # Large payloads (result_ref in S3) are not supported yet: say so rather than truncate.
+            return self.fail(job_id, attempt, JobError(
+                type="ResultTooLarge",
+                message=f"the result is {size} bytes; results are limited to {MAX_INLINE_RESULT_BYTES} bytes inline",
+            ))
+        return self.store.complete(job_id, attempt, result)
+
+    def fail(self, job_id: str, attempt: int, error: JobError, max_attempts: int | None = None,
+             job_type: str | None = None) -> Job:
+        """Retry with exponential backoff and full jitter if the error is retryable and attempts
+        remain; otherwise FAILED. ``max_attempts`` and ``job_type`` come from the claimed job."""
+        if max_attempts is None or job_type is None:
+            job = self.store.get(job_id)
+            max_attempts, job_type = job.max_attempts, job.type
+        delay = None
+        if error.retryable and attempt < max_attempts:
+            delay = self.backoff_s(job_type, attempt)
+        return self.store.fail(job_id, attempt, error, delay)
+
+    def acknowledge_cancel(self, job_id: str, attempt: int) -> Job:
+        return self.store.acknowledge_cancel(job_id, attempt)
+
+    def backoff_s(self, job_type: str, attempt: int) -> float:
+        """Full jitter: uniform in [0, min(cap, base * 2**(attempt-1))]
+        (https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/)."""
+        try:
+            backoff = self.registry.get(job_type).backoff
+        except UnknownJobType:
+            backoff = Backoff()
+        return round(self.rng() * backoff.ceiling(attempt), 3)
