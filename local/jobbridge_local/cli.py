@@ -1,0 +1,217 @@
+"""``jobbridge local ...``: run the local stack and poke at it.
+
+``jobbridge.cli:main`` hands everything after ``local`` to ``main(argv)``; ``python -m
+jobbridge_local ...`` does the same. Signal handling and logging set-up live here only.
+
+    jobbridge local run [--tenant NAME] [--quiet]      moto + resources + API + pollers (make run)
+    jobbridge local token --tenant NAME [--ttl S]      a JWT the local API accepts
+    jobbridge local invoke FUNCTION --event FILE       like `sam local invoke`, without Docker
+    jobbridge local resources [--endpoint-url URL]     create the template's resources in moto
+    jobbridge local poll FUNCTION [--endpoint-url URL] a function's stream trigger (run starts these)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from . import tokens
+
+logger = logging.getLogger("jobbridge_local")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # botocore and urllib3 at INFO narrate every credential lookup and connection.
+    for noisy in ("botocore", "urllib3", "boto3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return int(args.func(args) or 0)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jobbridge local", description="The jobbridge stack on this machine.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="start moto server, the resources, the API and the stream pollers")
+    run.add_argument("--tenant", default="demo", help="tenant of the printed ready token (default: demo)")
+    run.add_argument("--quiet", action="store_true", help="children log to .jobbridge/local/logs/, not here")
+    run.set_defaults(func=_run)
+
+    token = sub.add_parser("token", help="print a JWT for the local API")
+    token.add_argument("--tenant", required=True)
+    token.add_argument("--ttl", type=int, default=tokens.DEFAULT_TTL_SECONDS, help="seconds (default 12 h)")
+    token.add_argument("--sub", default=None, help="subject (default local-user@TENANT)")
+    token.add_argument("--claim", action="append", default=[], metavar="NAME=VALUE", help="extra claim (repeatable)")
+    token.set_defaults(func=_token)
+
+    invoke = sub.add_parser("invoke", help="invoke a function's handler once, like `sam local invoke`")
+    invoke.add_argument("function", help="logical id (BridgeFunction) or short name (bridge)")
+    invoke.add_argument("--event", "-e", required=True, help="event JSON file, e.g. events/bridge_insert.json ('-' = stdin)")
+    invoke.add_argument("--env-vars", "-n", default=None, help="JSON of extra variables: flat or {LogicalId: {...}}")
+    invoke.add_argument("--endpoint-url", default=None, help="moto server (default: the running stack's)")
+    invoke.set_defaults(func=_invoke)
+
+    resources = sub.add_parser("resources", help="create template.yaml's tables and queues in a running emulator")
+    resources.add_argument("--endpoint-url", default=None)
+    resources.set_defaults(func=_resources)
+
+    poll = sub.add_parser("poll", help="run a function's DynamoDB stream trigger (what `run` starts)")
+    poll.add_argument("function")
+    poll.add_argument("--endpoint-url", default=None)
+    poll.set_defaults(func=_poll)
+    return parser
+
+
+def _on_signals(callback: Callable[[], None]) -> None:
+    def handle(signum: int, _frame: Any) -> None:
+        logger.info("%s received: stopping", signal.Signals(signum).name)
+        callback()
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
+
+
+# -- run ---------------------------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .stack import LocalStack, StackConfig, StackInfo
+
+    def ready(info: StackInfo) -> None:
+        token = tokens.issue_token(args.tenant, state_dir=stack.config.state_dir)
+        body = json.dumps({"type": "echo", "params": {"hello": "world"}})
+        queues = "\n".join(f"    {name:<20} {url}" for name, url in info.queues.items())
+        print(
+            f"""
+jobbridge local stack is up
+  API           {info.api_url}   (docs: {info.api_url}/docs)
+  AWS (moto)    {info.endpoint_url}
+  table         {info.table}
+  stream        {info.stream_arn}
+  pollers       {", ".join(info.stream_pollers) or "none"}
+  queues
+{queues}
+  state         {stack.config.state_dir / "stack.json"}
+
+export TOKEN={token}
+curl -s -X POST {info.api_url}/jobs -H "Authorization: Bearer $TOKEN" \\
+     -H "Content-Type: application/json" -d {shlex.quote(body)}
+
+Ctrl-C stops everything.
+""",
+            flush=True,
+        )
+
+    stack = LocalStack(StackConfig(quiet=args.quiet), on_ready=ready)
+    _on_signals(stack.shutdown)
+    return stack.run()
+
+
+# -- token -------------------------------------------------------------------------------------
+
+
+def _token(args: argparse.Namespace) -> int:
+    extra: dict[str, str] = {}
+    for item in args.claim:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--claim takes NAME=VALUE, got {item!r}")
+        extra[name] = value
+    print(tokens.issue_token(args.tenant, ttl=args.ttl, subject=args.sub, extra_claims=extra))
+    return 0
+
+
+# -- invoke ------------------------------------------------------------------------------------
+
+
+def _invoke(args: argparse.Namespace) -> int:
+    from .invoke import LocalFunction
+    from .template import load_template
+
+    template = load_template()
+    event = json.load(sys.stdin) if args.event == "-" else json.loads(Path(args.event).read_text())
+    function = LocalFunction.from_template(args.function, template, args.endpoint_url)
+    overrides: dict[str, str] = {}
+    if args.env_vars:
+        # `sam local invoke --env-vars` takes {"LogicalId": {...}} or {"Parameters": {...}}; a flat
+        # object is accepted too.
+        data = json.loads(Path(args.env_vars).read_text())
+        scoped = data.get(function.spec.logical_id) or data.get("Parameters")
+        overrides = {k: str(v) for k, v in (scoped if isinstance(scoped, dict) else data).items() if not isinstance(v, dict)}
+    if overrides:
+        function = LocalFunction(function.spec, function.endpoint_url, overrides, function.region)
+    response = function.invoke(event)
+    print(json.dumps(response, indent=2, default=str))
+    return 0
+
+
+# -- resources ---------------------------------------------------------------------------------
+
+
+def _resources(args: argparse.Namespace) -> int:
+    from .invoke import default_endpoint_url
+    from .resources import create_resources
+
+    resources = create_resources(args.endpoint_url or default_endpoint_url())
+    print(json.dumps(resources.to_dict(), indent=2))
+    return 0
+
+
+# -- poll --------------------------------------------------------------------------------------
+
+
+def _poll(args: argparse.Namespace) -> int:
+    from .invoke import LocalFunction, default_endpoint_url
+    from .resources import client, describe_resources
+    from .stream_poller import StreamMapping, StreamPoller
+    from .template import LocalContext, load_template
+
+    endpoint_url = args.endpoint_url or default_endpoint_url()
+    template = load_template()
+    resources = describe_resources(endpoint_url, template)
+    context = LocalContext(endpoint_url=endpoint_url, attributes=resources.attributes())
+    function = LocalFunction.from_template(args.function, template, endpoint_url, context=context)
+    # This process runs this one function, like its Lambda container: set its environment once.
+    function.adopt_environment()
+    function_arn = f"arn:aws:lambda:{context.region}:{context.account_id}:function:{function.spec.function_name}"
+
+    sources = template.event_sources(args.function, "DynamoDB", context)
+    if not sources:
+        logger.error("%s has no DynamoDB stream event in template.yaml", function.spec.logical_id)
+        return 2
+    streams = client("dynamodbstreams", endpoint_url, context.region)
+    sqs = client("sqs", endpoint_url, context.region)
+    pollers = [
+        StreamPoller(
+            StreamMapping.from_event_source(source, function_arn),
+            invoke=lambda event: function.invoke(event, isolate_environment=False),
+            streams_client=streams,
+            sqs_client=sqs,
+            region=context.region,
+        )
+        for source in sources
+    ]
+    _on_signals(lambda: [p.shutdown() for p in pollers])
+    threads = [threading.Thread(target=p.run, name=f"poller-{i}") for i, p in enumerate(pollers)]
+    for thread in threads:
+        thread.start()
+    logger.info(
+        "%s: polling %s", function.spec.logical_id, ", ".join(p.mapping.stream_arn for p in pollers)
+    )
+    # join with a timeout so the main thread stays responsive to signals.
+    while any(t.is_alive() for t in threads):
+        for thread in threads:
+            thread.join(0.5)
+    return 0
