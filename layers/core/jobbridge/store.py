@@ -319,6 +319,25 @@ class JobStore:
             **self._fence(attempt),
         )
 
+    def expire_lease(self, job_id: str, attempt: int, error: JobError, retry_delay_s: float | None) -> Job:
+        """The sweeper's write for a RUNNING job whose lease lapsed: like ``fail``, and also
+        conditional on the lease still being lapsed, so a heartbeat that lands first wins."""
+        now = iso(self.clock())
+        error = error.model_copy(update={"attempt": attempt})
+        fence = self._fence(attempt)
+        fence["condition"] += " AND lease_expires_at < :now"
+        fence["values"] = {**fence["values"], ":now": {"S": now}}
+        if retry_delay_s is None:
+            return self._transition(job_id, action="expire", new_state=State.FAILED, sets={"error": error.model_dump()},
+                                    event="lease_expired", detail=error.message[:200], **fence)
+        not_before = iso(self.clock() + timedelta(seconds=retry_delay_s))
+        return self._transition(
+            job_id, action="expire", new_state=State.QUEUED,
+            sets={"error": error.model_dump(), "not_before": not_before, "active_state": State.QUEUED.value, "due_at": not_before},
+            removes=("lease_owner", "lease_expires_at", "dispatched_at"),
+            event="lease_expired", detail=error.message[:200], **fence,
+        )
+
     def acknowledge_cancel(self, job_id: str, attempt: int) -> Job:
         """RUNNING -> CANCELLED once the runner stopped the job after a cancel request."""
         return self._transition(

@@ -1,0 +1,53 @@
+"""The Lambda worker's logic, one SQS record at a time (the handler wraps it in Powertools'
+batch processor for partial batch responses).
+
+A job that cannot finish in the invocation's remaining time is not started: its message is made
+visible again at once (visibility 0) for another invocation. A started job gets the remaining
+time less a margin as its budget, so the runner fails it as a retryable timeout before Lambda
+kills the invocation.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from .messages import JobMessage
+from .queues import Queue
+from .runner import Outcome, Runner, RunResult
+
+log = logging.getLogger(__name__)
+
+
+class NotSettled(Exception):
+    """The record must go back to the queue (deferred, or its final write failed)."""
+
+
+@dataclass(frozen=True)
+class Deferred:
+    job_id: str
+    needed_s: float
+    budget_s: float
+
+
+class QueueWorker:
+    def __init__(self, runner: Runner, queue: Queue, *, safety_margin_s: float = 10.0) -> None:
+        self.runner = runner
+        self.queue = queue
+        self.safety_margin_s = safety_margin_s
+
+    def process(self, message: JobMessage, receipt_handle: str, remaining_s: float) -> RunResult:
+        budget = remaining_s - self.safety_margin_s
+        if message.time_needed_s > budget or budget <= 0:
+            self.queue.change_visibility(receipt_handle, 0)
+            log.info("not enough time left to start; message returned",
+                     extra={"job_id": message.job_id, "needed_s": message.time_needed_s, "budget_s": round(budget, 1)})
+            raise NotSettled(f"job {message.job_id} needs {message.time_needed_s}s, {budget:.0f}s left")
+        result = self.runner.run(message.job_id, expected_attempt=message.attempt, time_budget_s=budget,
+                                 correlation_id=message.correlation_id)
+        if not result.outcome.acknowledges:
+            raise NotSettled(f"job {message.job_id}: {result.detail}")
+        return result
+
+
+__all__ = ["QueueWorker", "NotSettled", "Outcome"]
