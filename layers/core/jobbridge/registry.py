@@ -145,7 +145,7 @@ def job_type(
         raise ValueError(f"job type {name!r} handles {data_classification.value} data: it may only run on private")
 
     def decorate(func: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
-        (registry or REGISTRY).register(
+        (REGISTRY if registry is None else registry).register(  # an empty Registry is falsy
             JobType(
                 name=name,
                 func=func,
