@@ -7,6 +7,7 @@ AWS. The bridge, not the API, sends the job's message (the outbox: docs/ARCHITEC
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -46,11 +47,11 @@ class JobService:
         jt = self.registry.get(request.type)
         params = jt.parse_params(request.params)
         placement = choose_placement(jt, request, params)
+        if not _finite(params.model_dump()):
+            # Checked before mode="json", which would silently turn NaN and Infinity into null.
+            raise InvalidParams(jt.name, [{"loc": ["body", "params"], "msg": "Out of range float values are not JSON compliant",
+                                           "type": "value_error"}])
         params_json = params.model_dump(mode="json")
-        try:
-            dump_json(params_json)
-        except ValueError as exc:  # NaN or Infinity somewhere in free-form params
-            raise InvalidParams(jt.name, [{"loc": ["body", "params"], "msg": str(exc), "type": "value_error"}]) from None
         now = self.store.clock()
         digest = request_hash(request)
         job = Job(
@@ -77,3 +78,14 @@ class JobService:
         if not created and (stored.tenant != tenant or stored.request_hash != digest):
             raise IdempotencyConflict(idempotency_key or "", stored.job_id)
         return Submitted(stored, created)
+
+
+def _finite(value: object) -> bool:
+    """False if a float NaN or Infinity is anywhere in ``value`` (JSON has neither)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_finite(v) for v in value)
+    return True
