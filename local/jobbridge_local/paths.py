@@ -33,8 +33,10 @@ def template_path(root: Path | None = None) -> Path:
 
 
 def state_dir(root: Path | None = None) -> Path:
-    """``.jobbridge/local/`` under the project root (gitignored); created on demand."""
-    path = (root or project_root()) / STATE_SUBDIR
+    """``.jobbridge/local/`` under the project root (gitignored), or ``JOBBRIDGE_STATE_DIR``
+    (so that tests can run a stack of their own beside a developer's); created on demand."""
+    override = os.environ.get("JOBBRIDGE_STATE_DIR")
+    path = Path(override) if override else (root or project_root()) / STATE_SUBDIR
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -45,7 +47,7 @@ def stack_file(root: Path | None = None) -> Path:
 
 def read_stack_file(root: Path | None = None) -> dict | None:
     """The running stack's ``stack.json`` (endpoint, API URL, resources), or None."""
-    path = (root or project_root()) / STATE_SUBDIR / STACK_FILE
+    path = state_dir(root) / STACK_FILE
     if not path.is_file():
         return None
     return json.loads(path.read_text())

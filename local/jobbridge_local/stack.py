@@ -236,8 +236,7 @@ class LocalStack:
                 component.stop()
             except Exception:  # noqa: BLE001 - keep stopping the others
                 logger.exception("stopping %s failed", component.name)
-        stack_file = paths.STATE_SUBDIR / paths.STACK_FILE
-        (self.config.root / stack_file).unlink(missing_ok=True)
+        (self.config.state_dir / paths.STACK_FILE).unlink(missing_ok=True)
 
     # -- pieces -------------------------------------------------------------------------------
 
