@@ -100,6 +100,12 @@ class MotoServer:
         self.stop()
         raise MotoServerError(f"moto server did not answer on {self.endpoint_url} within {timeout} s")
 
+    def reset(self) -> None:
+        """Forget every resource (moto's ``POST /moto-api/reset``): a clean emulator, no restart."""
+        request = urllib.request.Request(self.endpoint_url + "/moto-api/reset", method="POST")
+        with urllib.request.urlopen(request, timeout=10):
+            pass
+
     def is_alive(self) -> bool:
         return self._process is not None and self._process.poll() is None
 

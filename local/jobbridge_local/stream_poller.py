@@ -100,7 +100,9 @@ class _Shard:
     checkpoint: str | None = None  # last sequence number fully processed
     retry_from: str | None = None  # re-deliver from here on the next read
     failures: int = 0  # failed invocations of the batch starting at the checkpoint
-    batch_limit: int = DEFAULT_BATCH_SIZE  # shrinks while bisecting
+    # Sizes of the next batches while bisecting a failed one: [a p c d] failing becomes [2, 2];
+    # then [a p] failing becomes [1, 1, 2]. Empty: read up to BatchSize.
+    bisected: list[int] = field(default_factory=list)
     closed: bool = False
 
 
@@ -178,7 +180,7 @@ class StreamPoller:
             for shard in description.get("Shards", []):
                 shard_id = shard["ShardId"]
                 if shard_id not in self._shards:
-                    self._shards[shard_id] = _Shard(shard_id, batch_limit=self.mapping.batch_size)
+                    self._shards[shard_id] = _Shard(shard_id)
                     # Shards present when the mapping starts begin at StartingPosition; shards
                     # that appear later (splits) are read from their start, as Lambda does.
                     self._shards[shard_id].iterator = self._new_iterator(
@@ -209,7 +211,8 @@ class StreamPoller:
             else:
                 shard.iterator = self._new_iterator(shard.shard_id, "AFTER_SEQUENCE_NUMBER", shard.checkpoint)
         try:
-            response = self.streams.get_records(ShardIterator=shard.iterator, Limit=shard.batch_limit)
+            limit = shard.bisected[0] if shard.bisected else self.mapping.batch_size
+            response = self.streams.get_records(ShardIterator=shard.iterator, Limit=limit)
         except ClientError as error:
             if error.response["Error"]["Code"] == "ExpiredIteratorException":
                 shard.iterator = None  # iterators live 15 minutes; re-open from the checkpoint
@@ -235,7 +238,8 @@ class StreamPoller:
             return len(batch)
 
         if whole_batch_error and self.mapping.bisect_batch_on_function_error and len(records) > 1:
-            shard.batch_limit = max(1, len(records) // 2)
+            first_half = (len(records) + 1) // 2
+            shard.bisected[:1] = [first_half, len(records) - first_half]
             shard.retry_from = records[0]["dynamodb"]["SequenceNumber"]
             return len(batch)
 
@@ -255,7 +259,8 @@ class StreamPoller:
         shard.iterator = next_iterator
         shard.closed = next_iterator is None
         shard.failures = 0
-        shard.batch_limit = self.mapping.batch_size
+        if shard.bisected:
+            shard.bisected.pop(0)
 
     def _deliver(self, batch: list[dict[str, Any]]) -> tuple[str | None, bool]:
         """Invoke the function. Returns (first failed sequence number or None, whole-batch error)."""
