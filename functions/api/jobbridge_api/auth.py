@@ -30,6 +30,14 @@ class Principal:
     claims: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class AgentPrincipal:
+    """An on-prem agent: may claim and report private jobs, and nothing else."""
+
+    agent_id: str
+    identity: dict[str, Any]
+
+
 def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(status_code=401, detail=detail, headers=_BEARER)
 
@@ -40,7 +48,7 @@ def _public_key(path: str) -> str:
         return fh.read()
 
 
-def _verified_claims(request: Request, settings: Settings) -> dict[str, Any]:
+def _verified_claims(request: Request, settings: Settings, audience: str | None = None) -> dict[str, Any]:
     import jwt  # PyJWT: imported on first use, only in verify mode
 
     header = request.headers.get("authorization", "")
@@ -54,7 +62,7 @@ def _verified_claims(request: Request, settings: Settings) -> dict[str, Any]:
             token.strip(),
             _public_key(settings.jwt_public_key_file),
             algorithms=["RS256"],  # fixed: a token cannot choose its algorithm (no alg=none, no HS256 confusion)
-            audience=settings.jwt_audience,
+            audience=audience or settings.jwt_audience,
             issuer=settings.jwt_issuer,
             options={"require": ["exp", "iat", "iss", "aud"]},
             leeway=30,
@@ -73,7 +81,36 @@ def _gateway_claims(request: Request) -> dict[str, Any]:
 
 def authenticate(request: Request, settings: Settings) -> Principal:
     claims = _gateway_claims(request) if settings.auth_mode == "gateway" else _verified_claims(request, settings)
+    if settings.auth_mode == "verify" and settings.agent_audience in _audiences(claims):
+        raise _unauthorized("an agent credential cannot call the tenant routes")
     tenant = claims.get(settings.tenant_claim)
     if not isinstance(tenant, str) or not _TENANT_RE.match(tenant):
         raise _unauthorized(f"the token has no valid {settings.tenant_claim!r} claim")
     return Principal(tenant=tenant, subject=claims.get("sub"), claims=claims)
+
+
+def _gateway_iam_identity(request: Request) -> dict[str, Any]:
+    # The /agent routes use the HTTP API's IAM authorization: API Gateway has checked the SigV4
+    # signature and the caller's execute-api:Invoke permission before the Lambda runs, and puts
+    # the caller in requestContext.authorizer.iam. A JWT-authorized event has no such block.
+    event = request.scope.get("aws.event") or {}
+    iam = ((event.get("requestContext") or {}).get("authorizer") or {}).get("iam")
+    if not isinstance(iam, dict) or not iam.get("userArn"):
+        raise _unauthorized("the agent routes need IAM (SigV4) authorization")
+    return iam
+
+
+def authenticate_agent(request: Request, settings: Settings) -> AgentPrincipal:
+    if settings.auth_mode == "gateway":
+        iam = _gateway_iam_identity(request)
+        return AgentPrincipal(agent_id=str(iam.get("userId") or iam["userArn"]), identity=iam)
+    claims = _verified_claims(request, settings, audience=settings.agent_audience)
+    agent_id = claims.get("agent_id") or claims.get("sub")
+    if not isinstance(agent_id, str) or not _TENANT_RE.match(agent_id):
+        raise _unauthorized("the agent token has no valid agent_id")
+    return AgentPrincipal(agent_id=agent_id, identity=claims)
+
+
+def _audiences(claims: dict[str, Any]) -> list[str]:
+    aud = claims.get("aud")
+    return [aud] if isinstance(aud, str) else list(aud or [])

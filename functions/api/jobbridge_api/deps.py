@@ -14,7 +14,7 @@ from jobbridge.registry import Registry, load_registry
 from jobbridge.service import JobService
 from jobbridge.store import JobStore
 
-from .auth import Principal, authenticate
+from .auth import AgentPrincipal, Principal, authenticate, authenticate_agent
 
 
 def settings_dep() -> Settings:
@@ -67,12 +67,23 @@ def principal_dep(request: Request, settings: Annotated[Settings, Depends(settin
     return principal
 
 
+def agent_dep(request: Request, settings: Annotated[Settings, Depends(settings_dep)]) -> AgentPrincipal:
+    return authenticate_agent(request, settings)
+
+
+def lifecycle_dep(store: Annotated[JobStore, Depends(store_dep)], registry: Annotated[Registry, Depends(registry_dep)]):
+    from jobbridge.lifecycle import JobLifecycle
+
+    return JobLifecycle(store, registry)
+
+
 SettingsDep = Annotated[Settings, Depends(settings_dep)]
 RegistryDep = Annotated[Registry, Depends(registry_dep)]
 StoreDep = Annotated[JobStore, Depends(store_dep)]
 ServiceDep = Annotated[JobService, Depends(service_dep)]
 DispatcherDep = Annotated[Dispatcher, Depends(dispatcher_dep)]
 PrincipalDep = Annotated[Principal, Depends(principal_dep)]
+AgentDep = Annotated[AgentPrincipal, Depends(agent_dep)]
 
 
 def correlation_id(request: Request) -> str | None:

@@ -8,7 +8,7 @@ from jobbridge.config import Settings, get_settings
 
 from . import problems
 from .middleware import BodyLimit, Correlation
-from .routes import health, job_types, jobs
+from .routes import agent, health, job_types, jobs
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -24,6 +24,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(job_types.router)
     app.include_router(health.router)
+    app.include_router(agent.router)
     problems.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(Correlation)

@@ -29,6 +29,10 @@ class Settings(BaseModel):
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_public_key_file: str | None = None
+    # Agents authenticate apart from tenants: in AWS with IAM (SigV4) on the /agent routes; in
+    # verify mode with a token for this audience, which the tenant routes refuse (and vice versa).
+    agent_audience: str = "jobbridge-agent"
+    agent_lease_max_s: int = Field(default=900, ge=10, le=43_200)
     job_modules: tuple[str, ...] = ()
     retention_days: int = Field(default=30, ge=1, le=3650)
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)

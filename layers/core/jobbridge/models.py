@@ -211,3 +211,71 @@ class JobSummary(BaseModel):
 class JobPage(BaseModel):
     items: list[JobSummary]
     next_cursor: str | None = None
+
+
+# --- the /agent routes: what an on-prem agent sends and gets -----------------------------------
+
+
+class AgentClaim(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    attempt: int = Field(ge=0, description="The attempt count in the queue message (fences stale duplicates)")
+    lease_s: int = Field(default=60, ge=10, le=43_200)
+
+
+class AgentHeartbeat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    attempt: int = Field(ge=1)
+    lease_s: int = Field(default=60, ge=10, le=43_200)
+    progress: Progress | None = None
+
+
+class AgentComplete(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    attempt: int = Field(ge=1)
+    result: Any = None
+
+
+class AgentFail(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    attempt: int = Field(ge=1)
+    error: JobError
+
+
+class AgentAttempt(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    attempt: int = Field(ge=1)
+
+
+class AgentJob(BaseModel):
+    """A claimed job as the agent needs it to run: the params travel only behind a claim."""
+
+    job_id: str
+    type: str
+    params: dict[str, Any]
+    attempt: int
+    max_attempts: int
+    timeout_s: int
+    lease_owner: str | None = None
+    lease_expires_at: str | None = None
+    cancel_requested: bool = False
+    correlation_id: str | None = None
+    state: State
+    tenant: str
+    route: Route
+    created_at: str
+
+    @classmethod
+    def of(cls, job: "Job") -> "AgentJob":
+        return cls.model_validate(job.model_dump(include=set(cls.model_fields)))
+
+
+class AgentBeatAnswer(BaseModel):
+    lease_owned: bool
+    cancel_requested: bool
+    lease_expires_at: str | None = None
+    state: State | None = None

@@ -1,0 +1,101 @@
+"""/agent: the routes an on-prem agent reports through. The state machine runs here, server
+side, through the same JobLifecycle as the Lambda worker and Batch; an agent holds no DynamoDB
+credentials and can touch only private jobs, only for the attempt it claimed.
+
+    claim ─> 200 the job (params included) and a lease | 409 refused (drop the message)
+    heartbeat ─> 200 {lease_owned, cancel_requested}   (lease_owned false: abandon the job)
+    complete | fail | cancelled ─> 200 the job | 409 fenced out (another attempt owns it)
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from fastapi.concurrency import run_in_threadpool
+
+from jobbridge.errors import InvalidTransition, JobNotFound, StaleAttempt
+from jobbridge.ids import is_job_id
+from jobbridge.lifecycle import JobLifecycle
+from jobbridge.models import (
+    AgentAttempt,
+    AgentBeatAnswer,
+    AgentClaim,
+    AgentComplete,
+    AgentFail,
+    AgentHeartbeat,
+    AgentJob,
+    Job,
+    JobPublic,
+    Route,
+)
+
+from ..deps import AgentDep, SettingsDep, StoreDep, lifecycle_dep
+from ..problems import PROBLEM_RESPONSES
+
+router = APIRouter(prefix="/agent/jobs", tags=["agent"], responses={**PROBLEM_RESPONSES, 409: PROBLEM_RESPONSES[422]})
+log = logging.getLogger("jobbridge.api")
+LifecycleDep = Annotated[JobLifecycle, Depends(lifecycle_dep)]
+
+
+def _private_job(store, job_id: str) -> Job:
+    """The job, if it is a private one: an agent cannot see that public jobs exist."""
+    if not is_job_id(job_id):
+        raise JobNotFound(job_id)
+    job = store.get(job_id)
+    if job.route is not Route.PRIVATE:
+        raise JobNotFound(job_id)
+    return job
+
+
+def _owner(agent) -> str:
+    return f"agent:{agent.agent_id}"
+
+
+@router.post("/{job_id}/claim", response_model=AgentJob, summary="Claim a private job for this agent")
+async def claim(job_id: str, body: AgentClaim, agent: AgentDep, store: StoreDep, lifecycle: LifecycleDep,
+                settings: SettingsDep) -> AgentJob:
+    await run_in_threadpool(_private_job, store, job_id)
+    lease = min(body.lease_s, settings.agent_lease_max_s)
+    job = await run_in_threadpool(lifecycle.claim, job_id, _owner(agent), lease, body.attempt)
+    log.info("agent claimed", extra={"job_id": job_id, "agent_id": agent.agent_id, "attempt": job.attempt,
+                                     "correlation_id": job.correlation_id})
+    return AgentJob.of(job)
+
+
+@router.post("/{job_id}/heartbeat", response_model=AgentBeatAnswer, summary="Extend the lease, report progress")
+async def heartbeat(job_id: str, body: AgentHeartbeat, agent: AgentDep, store: StoreDep, lifecycle: LifecycleDep,
+                    settings: SettingsDep) -> AgentBeatAnswer:
+    await run_in_threadpool(_private_job, store, job_id)
+    lease = min(body.lease_s, settings.agent_lease_max_s)
+    try:
+        job = await run_in_threadpool(lifecycle.heartbeat, job_id, body.attempt, _owner(agent), lease, body.progress)
+    except (StaleAttempt, InvalidTransition) as exc:
+        log.info("heartbeat fenced", extra={"job_id": job_id, "agent_id": agent.agent_id, "reason": str(exc)})
+        return AgentBeatAnswer(lease_owned=False, cancel_requested=False, state=exc.state)
+    return AgentBeatAnswer(lease_owned=True, cancel_requested=job.cancel_requested,
+                           lease_expires_at=job.lease_expires_at, state=job.state)
+
+
+@router.post("/{job_id}/complete", response_model=JobPublic, summary="Report the result")
+async def complete(job_id: str, body: AgentComplete, agent: AgentDep, store: StoreDep,
+                   lifecycle: LifecycleDep) -> JobPublic:
+    await run_in_threadpool(_private_job, store, job_id)
+    job = await run_in_threadpool(lifecycle.complete, job_id, body.attempt, body.result)
+    return JobPublic.of(job)
+
+
+@router.post("/{job_id}/fail", response_model=JobPublic, summary="Report a failure (retried per the job type's policy)")
+async def fail(job_id: str, body: AgentFail, agent: AgentDep, store: StoreDep, lifecycle: LifecycleDep) -> JobPublic:
+    job = await run_in_threadpool(_private_job, store, job_id)
+    settled = await run_in_threadpool(lifecycle.fail, job_id, body.attempt, body.error, job.max_attempts, job.type)
+    return JobPublic.of(settled)
+
+
+@router.post("/{job_id}/cancelled", response_model=JobPublic, summary="Acknowledge a cancel: the job stopped")
+async def cancelled(job_id: str, body: AgentAttempt, agent: AgentDep, store: StoreDep,
+                    lifecycle: LifecycleDep) -> JobPublic:
+    await run_in_threadpool(_private_job, store, job_id)
+    job = await run_in_threadpool(lifecycle.acknowledge_cancel, job_id, body.attempt)
+    return JobPublic.of(job)
