@@ -29,14 +29,24 @@ logger = logging.getLogger("jobbridge_local")
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # botocore and urllib3 at INFO narrate every credential lookup and connection.
-    for noisy in ("botocore", "urllib3", "boto3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    _configure_logging(logging.DEBUG if args.verbose else logging.INFO)
     return int(args.func(args) or 0)
+
+
+def _configure_logging(level: int) -> None:
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Our own handler, not the root's: once a function's Powertools Logger(service="jobbridge")
+    # exists, it adds a filter to every root handler that drops records of any logger whose name
+    # contains "jobbridge" (aws_lambda_powertools/logging/filters.py SuppressFilter), which would
+    # silence the pollers' own messages.
+    handler = logging.StreamHandler()
+    handler.setFormatter(formatter)
+    package_logger = logging.getLogger("jobbridge_local")
+    package_logger.addHandler(handler)
+    package_logger.setLevel(level)
+    package_logger.propagate = False
+    # Everything else (botocore, urllib3 narrate every connection at INFO): warnings only.
+    logging.basicConfig(level=logging.WARNING, format=formatter._fmt)
 
 
 def _parser() -> argparse.ArgumentParser:

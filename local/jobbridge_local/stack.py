@@ -236,7 +236,10 @@ class LocalStack:
                 component.stop()
             except Exception:  # noqa: BLE001 - keep stopping the others
                 logger.exception("stopping %s failed", component.name)
-        (self.config.state_dir / paths.STACK_FILE).unlink(missing_ok=True)
+        # Only our own stack.json: another stack may have started since and written its own.
+        state = paths.read_stack_file(self.config.root)
+        if state is not None and state.get("pid") == os.getpid():
+            paths.stack_file(self.config.root).unlink(missing_ok=True)
 
     # -- pieces -------------------------------------------------------------------------------
 
