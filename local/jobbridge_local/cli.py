@@ -13,6 +13,7 @@ jobbridge_local ...`` does the same. Signal handling and logging set-up live her
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import shlex
@@ -162,7 +163,10 @@ def _invoke(args: argparse.Namespace) -> int:
         overrides = {k: str(v) for k, v in (scoped if isinstance(scoped, dict) else data).items() if not isinstance(v, dict)}
     if overrides:
         function = LocalFunction(function.spec, function.endpoint_url, overrides, function.region)
-    response = function.invoke(event)
+    # Like `sam local invoke`: the function's own output (Powertools logs to stdout) goes to
+    # stderr, so stdout is the response alone and can be piped to jq.
+    with contextlib.redirect_stdout(sys.stderr):
+        response = function.invoke(event)
     print(json.dumps(response, indent=2, default=str))
     return 0
 
