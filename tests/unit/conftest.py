@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator
 
@@ -54,15 +55,40 @@ class Resources:
 _session = boto3.session.Session(region_name=REGION)  # one session: clients share its loaded models
 
 
-def _create_from_template(stack_name: str) -> Resources:
+@lru_cache(maxsize=1)
+def _template() -> Any:
+    from jobbridge_local.template import load_template
+
+    return load_template()  # parsed once per session: creating from it is then ~50 ms a test
+
+
+def _local_stack() -> tuple[Any, Any] | None:
     try:
-        from jobbridge_local.resources import create_resources
+        from jobbridge_local import resources
         from jobbridge_local.template import LocalContext
     except ImportError:  # the local stack is optional for the unit tier
-        return _create_from_template_yaml(stack_name)
-    made = create_resources(
+        return None
+    return resources, LocalContext
+
+
+def _create_table(stack_name: str) -> str:
+    local = _local_stack()
+    if local is None:
+        return _create_table_from_yaml(stack_name)
+    resources, context = local
+    resolver = _template().resolver(context(stack_name=stack_name, region=REGION))
+    return resources.create_table(_session.client("dynamodb"), resolver, "JobsTable").name
+
+
+def _create_all(stack_name: str) -> Resources:
+    local = _local_stack()
+    if local is None:
+        return _create_all_by_hand(stack_name)
+    resources, context = local
+    made = resources.create_resources(
         "http://moto.in-process.invalid",  # only names queue URLs in resolved env; mock_aws intercepts
-        context=LocalContext(stack_name=stack_name, region=REGION),
+        template=_template(),
+        context=context(stack_name=stack_name, region=REGION),
         client_factory=lambda service: _session.client(service),
     )
     table = made.table("JobsTable")
@@ -77,9 +103,9 @@ def _create_from_template(stack_name: str) -> Resources:
     )
 
 
-def _create_from_template_yaml(stack_name: str) -> Resources:
+def _create_table_from_yaml(stack_name: str) -> str:
     """Fallback without jobbridge_local: JobsTable's Properties read with a CloudFormation-tag
-    aware YAML loader (intrinsics are only in properties the API call does not take)."""
+    aware YAML loader (intrinsics sit only in properties CreateTable does not take)."""
     from pathlib import Path
 
     import yaml
@@ -91,8 +117,7 @@ def _create_from_template_yaml(stack_name: str) -> Resources:
     template = yaml.load((Path(__file__).resolve().parents[2] / "template.yaml").read_text(), Loader=Loader)
     props = template["Resources"]["JobsTable"]["Properties"]
     name = f"{stack_name}-JobsTable"
-    ddb = _session.client("dynamodb")
-    out = ddb.create_table(
+    _session.client("dynamodb").create_table(
         TableName=name,
         BillingMode=props["BillingMode"],
         KeySchema=props["KeySchema"],
@@ -100,22 +125,42 @@ def _create_from_template_yaml(stack_name: str) -> Resources:
         GlobalSecondaryIndexes=props["GlobalSecondaryIndexes"],
         StreamSpecification={"StreamEnabled": True, **props["StreamSpecification"]},
     )
+    return name
+
+
+def _create_all_by_hand(stack_name: str) -> Resources:
+    ddb = _session.client("dynamodb")
+    name = f"{stack_name}-JobsTable"
+    if name not in ddb.list_tables()["TableNames"]:
+        _create_table_from_yaml(stack_name)
     sqs = _session.client("sqs")
     urls = {route: sqs.create_queue(QueueName=f"{stack_name}-{suffix}")["QueueUrl"]
             for route, suffix in ((Route.LAMBDA, "public-lambda"), (Route.BATCH, "public-batch"),
                                   (Route.PRIVATE, "private"))}
-    return Resources(name, out["TableDescription"].get("LatestStreamArn"), urls)
+    return Resources(name, ddb.describe_table(TableName=name)["Table"].get("LatestStreamArn"), urls)
 
 
 @pytest.fixture
-def aws_resources() -> Iterator[Resources]:
-    """A fresh in-process AWS with template.yaml's table and queues (unique stack name)."""
+def stack_name() -> Iterator[str]:
+    """A fresh in-process AWS (moto's mock_aws) for this test, and a unique stack name in it."""
     with mock_aws():
-        yield _create_from_template(f"unit-{uuid.uuid4().hex[:8]}")
+        yield f"unit-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture
-def ddb(aws_resources: Resources) -> Any:
+def jobs_table(stack_name: str) -> str:
+    """template.yaml's JobsTable, alone (what the store needs)."""
+    return _create_table(stack_name)
+
+
+@pytest.fixture
+def aws_resources(stack_name: str, jobs_table: str) -> Resources:
+    """template.yaml's table and queues (what the API and the bridge need)."""
+    return _create_all(stack_name)
+
+
+@pytest.fixture
+def ddb(jobs_table: str) -> Any:
     return _session.client("dynamodb")
 
 
@@ -195,8 +240,8 @@ def clock() -> TickingClock:
 
 
 @pytest.fixture
-def store(aws_resources: Resources, ddb: Any, clock: TickingClock) -> JobStore:
-    return JobStore(aws_resources.table_name, client=ddb, clock=clock)
+def store(jobs_table: str, ddb: Any, clock: TickingClock) -> JobStore:
+    return JobStore(jobs_table, client=ddb, clock=clock)
 
 
 @pytest.fixture
@@ -230,11 +275,11 @@ def make_job(clock: TickingClock, tenant: str) -> Callable[..., Job]:
 
 
 @pytest.fixture
-def raw_item(ddb: Any, aws_resources: Resources) -> Callable[[str], dict[str, Any]]:
+def raw_item(ddb: Any, jobs_table: str) -> Callable[[str], dict[str, Any]]:
     """The item exactly as DynamoDB holds it (to see attributes the Job model hides)."""
 
     def get(job_id: str) -> dict[str, Any]:
-        return ddb.get_item(TableName=aws_resources.table_name, Key={"job_id": {"S": job_id}},
+        return ddb.get_item(TableName=jobs_table, Key={"job_id": {"S": job_id}},
                             ConsistentRead=True).get("Item", {})
 
     return get
