@@ -58,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="start moto server, the resources, the API and the stream pollers")
     run.add_argument("--tenant", default="demo", help="tenant of the printed ready token (default: demo)")
     run.add_argument("--quiet", action="store_true", help="children log to .jobbridge/local/logs/, not here")
+    _add_parameter_overrides(run)
     run.set_defaults(func=_run)
 
     token = sub.add_parser("token", help="print a JWT for the local API")
@@ -72,17 +73,41 @@ def _parser() -> argparse.ArgumentParser:
     invoke.add_argument("--event", "-e", required=True, help="event JSON file, e.g. events/bridge_insert.json ('-' = stdin)")
     invoke.add_argument("--env-vars", "-n", default=None, help="JSON of extra variables: flat or {LogicalId: {...}}")
     invoke.add_argument("--endpoint-url", default=None, help="moto server (default: the running stack's)")
+    _add_parameter_overrides(invoke)
     invoke.set_defaults(func=_invoke)
 
     resources = sub.add_parser("resources", help="create template.yaml's tables and queues in a running emulator")
     resources.add_argument("--endpoint-url", default=None)
+    _add_parameter_overrides(resources)
     resources.set_defaults(func=_resources)
 
     poll = sub.add_parser("poll", help="run a function's DynamoDB stream trigger (what `run` starts)")
     poll.add_argument("function")
     poll.add_argument("--endpoint-url", default=None)
+    _add_parameter_overrides(poll)
     poll.set_defaults(func=_poll)
     return parser
+
+
+def _add_parameter_overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--parameter-overrides",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="template parameter values, e.g. BridgeBatchSize=10 (as in sam deploy)",
+    )
+
+
+def _parameters(args: argparse.Namespace) -> dict[str, str]:
+    parameters: dict[str, str] = {}
+    for item in args.parameter_overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--parameter-overrides takes KEY=VALUE, got {item!r}")
+        parameters[key] = value
+    return parameters
 
 
 def _on_signals(callback: Callable[[], None]) -> None:
@@ -125,7 +150,7 @@ Ctrl-C stops everything.
             flush=True,
         )
 
-    stack = LocalStack(StackConfig(quiet=args.quiet), on_ready=ready)
+    stack = LocalStack(StackConfig(quiet=args.quiet, parameters=_parameters(args)), on_ready=ready)
     _on_signals(stack.shutdown)
     return stack.run()
 
@@ -148,12 +173,13 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _invoke(args: argparse.Namespace) -> int:
-    from .invoke import LocalFunction
+    from .invoke import LocalFunction, local_context
     from .template import load_template
 
     template = load_template()
     event = json.load(sys.stdin) if args.event == "-" else json.loads(Path(args.event).read_text())
-    function = LocalFunction.from_template(args.function, template, args.endpoint_url)
+    context = local_context(args.endpoint_url, _parameters(args))
+    function = LocalFunction.from_template(args.function, template, context=context)
     overrides: dict[str, str] = {}
     if args.env_vars:
         # `sam local invoke --env-vars` takes {"LogicalId": {...}} or {"Parameters": {...}}; a flat
@@ -177,8 +203,11 @@ def _invoke(args: argparse.Namespace) -> int:
 def _resources(args: argparse.Namespace) -> int:
     from .invoke import default_endpoint_url
     from .resources import create_resources
+    from .template import LocalContext
 
-    resources = create_resources(args.endpoint_url or default_endpoint_url())
+    endpoint_url = args.endpoint_url or default_endpoint_url()
+    context = LocalContext(endpoint_url=endpoint_url, parameters=_parameters(args))
+    resources = create_resources(endpoint_url, context=context)
     print(json.dumps(resources.to_dict(), indent=2))
     return 0
 
@@ -194,8 +223,9 @@ def _poll(args: argparse.Namespace) -> int:
 
     endpoint_url = args.endpoint_url or default_endpoint_url()
     template = load_template()
-    resources = describe_resources(endpoint_url, template)
-    context = LocalContext(endpoint_url=endpoint_url, attributes=resources.attributes())
+    parameters = _parameters(args)
+    resources = describe_resources(endpoint_url, template, LocalContext(parameters=parameters))
+    context = LocalContext(endpoint_url=endpoint_url, attributes=resources.attributes(), parameters=parameters)
     function = LocalFunction.from_template(args.function, template, endpoint_url, context=context)
     # This process runs this one function, like its Lambda container: set its environment once.
     function.adopt_environment()

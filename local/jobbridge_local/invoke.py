@@ -47,7 +47,7 @@ def default_endpoint_url() -> str:
     return f"http://127.0.0.1:{configured_port()}"
 
 
-def local_context(endpoint_url: str | None = None) -> LocalContext:
+def local_context(endpoint_url: str | None = None, parameters: Mapping[str, Any] | None = None) -> LocalContext:
     """A resolver context for the local stack, with the running stack's resource facts if any."""
     endpoint_url = endpoint_url or default_endpoint_url()
     state = paths.read_stack_file()
@@ -56,7 +56,7 @@ def local_context(endpoint_url: str | None = None) -> LocalContext:
         from .resources import LocalResources  # noqa: PLC0415 - only when a stack file exists
 
         attributes = LocalResources.from_dict(state["resources"]).attributes()
-    return LocalContext(endpoint_url=endpoint_url, attributes=attributes)
+    return LocalContext(endpoint_url=endpoint_url, attributes=attributes, parameters=dict(parameters or {}))
 
 
 def local_aws_environment(endpoint_url: str, region: str = LOCAL_REGION) -> dict[str, str]:

@@ -139,6 +139,8 @@ class StackConfig:
     root: Path = field(default_factory=paths.project_root)
     # Child output to .jobbridge/local/logs/<name>.log instead of the terminal (moto always is).
     quiet: bool = False
+    # Template parameter overrides (like `sam deploy --parameter-overrides`).
+    parameters: dict[str, str] = field(default_factory=dict)
 
     @property
     def endpoint_url(self) -> str:
@@ -214,8 +216,12 @@ class LocalStack:
         moto = MotoServer(cfg.host, cfg.aws_port, log_file=logs / "moto.log")
         self._start(moto)
 
-        resources = create_resources(cfg.endpoint_url, template)
-        context = LocalContext(endpoint_url=cfg.endpoint_url, attributes=resources.attributes())
+        resources = create_resources(
+            cfg.endpoint_url, template, LocalContext(endpoint_url=cfg.endpoint_url, parameters=cfg.parameters)
+        )
+        context = LocalContext(
+            endpoint_url=cfg.endpoint_url, attributes=resources.attributes(), parameters=cfg.parameters
+        )
         keys = tokens.ensure_keypair(cfg.state_dir)
         pollers = stream_triggered_functions(template)
         self.info = self._stack_info(template, resources, context, keys, pollers)
@@ -283,6 +289,8 @@ class LocalStack:
         spec = template.function_spec(logical_id, context)
         env = {**os.environ, "PYTHONPATH": self._python_path(spec.code_dir, *spec.layer_dirs)}
         argv = [sys.executable, "-m", "jobbridge_local", "poll", logical_id, "--endpoint-url", cfg.endpoint_url]
+        if cfg.parameters:
+            argv += ["--parameter-overrides", *(f"{k}={v}" for k, v in cfg.parameters.items())]
         name = f"poller:{logical_id}"
         return ProcessComponent(name, argv, env, cfg.root, self._child_log(logs, f"poller-{logical_id}"))
 
