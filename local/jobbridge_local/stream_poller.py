@@ -129,23 +129,25 @@ class StreamPoller:
         self._shards: dict[str, _Shard] = {}
         self._stop = threading.Event()
         self._first_describe = True
+        self._advanced = False  # did the last cycle move a checkpoint?
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Poll until ``shutdown()``; sleep ``idle_sleep`` whenever a cycle delivered nothing."""
+        """Poll until ``shutdown()``; sleep ``idle_sleep`` after a cycle that moved no checkpoint
+        (nothing new, or a failed batch: retries are paced, not a hot loop)."""
         if not self.mapping.enabled:
             logger.info("stream mapping for %s is disabled", self.mapping.stream_arn)
             self._stop.wait()
             return
         while not self._stop.is_set():
             try:
-                delivered = self.poll_once()
+                self.poll_once()
             except ClientError:
                 # The emulator restarting or a throttle: Lambda's poller backs off and retries too.
                 logger.exception("polling %s failed; retrying", self.mapping.stream_arn)
-                delivered = 0
-            if delivered == 0:
+                self._advanced = False
+            if not self._advanced:
                 self._stop.wait(self.idle_sleep)
 
     def shutdown(self) -> None:
@@ -163,6 +165,7 @@ class StreamPoller:
 
         Returns the number of records handed to the function (0 when idle).
         """
+        self._advanced = False
         self._refresh_shards()
         delivered = 0
         for shard in list(self._shards.values()):
@@ -255,6 +258,7 @@ class StreamPoller:
         return len(batch)
 
     def _advance(self, shard: _Shard, sequence_number: str, next_iterator: str | None) -> None:
+        self._advanced = True
         shard.checkpoint = sequence_number
         shard.iterator = next_iterator
         shard.closed = next_iterator is None

@@ -269,3 +269,22 @@ def test_run_delivers_until_shutdown(mapping, stack, ddb, streams, sqs) -> None:
 
     assert not thread.is_alive()
     assert fn.job_ids(0) == ["live-1"]
+
+
+def test_failed_batches_are_retried_at_the_idle_pace_not_in_a_hot_loop(mapping, stack, ddb, streams, sqs) -> None:
+    put_jobs(ddb, stack.table("JobsTable").name, "poison")
+
+    def respond(event: dict[str, Any], call: int) -> Any:
+        raise RuntimeError("always fails")
+
+    fn = Recorder(respond)
+    forever = dataclasses.replace(mapping, maximum_retry_attempts=-1)
+    poller = StreamPoller(forever, fn, streams, sqs, idle_sleep=0.1)
+    thread = threading.Thread(target=poller.run)
+    thread.start()
+    time.sleep(1.0)
+    poller.shutdown()
+    thread.join(5)
+
+    assert 3 <= len(fn.events) <= 15  # about one try per idle interval
+    assert all(fn.job_ids(i) == ["poison"] for i in range(len(fn.events)))
