@@ -13,6 +13,7 @@ import base64
 import binascii
 import json
 import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterator
 
@@ -44,6 +45,41 @@ _UNAVAILABLE_CODES = {
     "ServiceUnavailable",
     "ResourceNotFoundException",
 }
+
+
+
+@dataclass(frozen=True)
+class BatchReservation:
+    """A job record's AWS Batch submission for one attempt (see ``reserve_batch_submission``)."""
+
+    job: Job
+    attempt: int  # the message's attempt the Batch job runs (the claim expects it)
+    job_name: str
+    token: str  # who holds the reservation: only its holder records the Batch job id
+    reserved_at: str
+    batch_job_id: str | None = None
+
+    @classmethod
+    def of(cls, item: dict[str, Any]) -> "BatchReservation":
+        return cls(
+            job=Job.model_validate(item),
+            attempt=int(item["batch_attempt"]),
+            job_name=str(item.get("batch_job_name", "")),
+            token=str(item.get("batch_token", "")),
+            reserved_at=str(item.get("batch_reserved_at", "")),
+            batch_job_id=item.get("batch_job_id"),
+        )
+
+
+class BatchSubmissionReserved(InvalidTransition):
+    """This attempt's Batch submission is already reserved (by a duplicate delivery of the message,
+    or by a submitter that may have crashed before recording the Batch job id)."""
+
+    def __init__(self, job_id: str, reservation: BatchReservation) -> None:
+        super().__init__(job_id, "submit to batch", reservation.job.state.value,
+                         f"attempt {reservation.attempt} is already reserved as {reservation.job_name}"
+                         + (f" (Batch job {reservation.batch_job_id})" if reservation.batch_job_id else ""))
+        self.reservation = reservation
 
 
 class JobStore:
@@ -238,10 +274,16 @@ class JobStore:
             raise
         return True
 
-    def claim(self, job_id: str, owner: str, lease_s: float, expected_attempt: int | None = None) -> Job:
+    def claim(self, job_id: str, owner: str, lease_s: float, expected_attempt: int | None = None,
+              *, resume_own_lease: bool = False) -> Job:
         """QUEUED -> RUNNING: attempt + 1, a lease, and the job returned by the same call.
 
         ``expected_attempt`` (the message's) fences out a stale duplicate of an older dispatch.
+
+        ``resume_own_lease`` (needs ``expected_attempt``) also accepts a job left RUNNING by this
+        very ``owner`` in a later attempt: AWS Batch re-runs a job's container under the same Batch
+        job id (and so the same owner) after a host failure, and the new container takes over.
+        The takeover is a new attempt (attempt + 1), so writes of the lost container are fenced out.
         """
         now = self.clock()
         lease = iso(now + timedelta(seconds=lease_s))
@@ -250,6 +292,13 @@ class JobStore:
         if expected_attempt is not None:
             condition += " AND #attempt = :expected"
             values[":expected"] = {"N": str(expected_attempt)}
+            if resume_own_lease:
+                condition = (f"({condition}) OR (#state = :running AND lease_owner = :owner "
+                             "AND #attempt > :expected)")
+                values[":running"] = {"S": State.RUNNING.value}
+                values[":owner"] = {"S": owner}
+        elif resume_own_lease:
+            raise ValueError("resume_own_lease needs expected_attempt: the takeover is fenced on it")
         return self._transition(
             job_id,
             action="claim",
@@ -361,6 +410,121 @@ class JobStore:
             )
         except JobAlreadyFinal:
             return None
+
+    # --- AWS Batch submissions (jobbridge.batch) ---------------------------------------------------
+    #
+    # One Batch job per attempt. SubmitJob is not idempotent, so the submitter first reserves the
+    # attempt on the record, then submits, then records the Batch job id:
+    #
+    #   QUEUED, attempt a ──reserve(a, name, token)──> + batch_attempt=a ──record(token, id)──> + batch_job_id
+    #        a duplicate message: BatchSubmissionReserved (with an id: nothing to do)
+    #        a reservation without an id, older than any submitter can run: take_over(old token -> new)
+    #   the Batch job ended and the job is still QUEUED at a: fail_unstarted_batch_attempt (attempt a+1)
+
+    def reserve_batch_submission(self, job_id: str, attempt: int, job_name: str, token: str) -> BatchReservation:
+        """Reserve the Batch submission of ``attempt``: QUEUED at that attempt and no submission for
+        it yet. Also marks the job dispatched (its message evidently arrived), so the bridge does not
+        send it again for this write.
+
+        Raises BatchSubmissionReserved (with the reservation), StaleAttempt, JobAlreadyFinal,
+        InvalidTransition or JobNotFound.
+        """
+        now = iso(self.clock())
+        return self._batch_write(
+            job_id, attempt,
+            expression=("SET batch_attempt = :a, batch_job_name = :name, batch_token = :token, "
+                        "batch_reserved_at = :now, dispatched_at = if_not_exists(dispatched_at, :now), "
+                        "updated_at = :now, #version = #version + :one REMOVE batch_job_id, batch_submitted_at"),
+            condition="#state = :queued AND #attempt = :a AND (attribute_not_exists(batch_attempt) OR batch_attempt <> :a)",
+            values={":name": {"S": job_name}, ":token": {"S": token}, ":now": {"S": now}},
+        )
+
+    def take_over_batch_reservation(self, job_id: str, attempt: int, old_token: str, new_token: str) -> BatchReservation:
+        """Take over a reservation that never got its Batch job id (its submitter died or timed
+        out). Conditional on the old token, so of two redeliveries only one takes over."""
+        now = iso(self.clock())
+        return self._batch_write(
+            job_id, attempt,
+            expression="SET batch_token = :token, batch_reserved_at = :now, updated_at = :now, #version = #version + :one",
+            condition=("#state = :queued AND #attempt = :a AND batch_attempt = :a AND batch_token = :old "
+                       "AND attribute_not_exists(batch_job_id)"),
+            values={":token": {"S": new_token}, ":old": {"S": old_token}, ":now": {"S": now}},
+        )
+
+    def record_batch_job(self, job_id: str, attempt: int, token: str, batch_job_id: str) -> bool:
+        """Record the submitted Batch job's id on the reservation ``token`` holds. False when the
+        job is final or the reservation is no longer ours (the id then only lives in Batch)."""
+        now = iso(self.clock())
+        try:
+            self._call(
+                "update_item",
+                TableName=self.table_name,
+                Key=_key(job_id),
+                UpdateExpression=("SET batch_job_id = :id, batch_submitted_at = :now, updated_at = :now, "
+                                  "#version = #version + :one"),
+                ConditionExpression=("#state IN (:queued, :running) AND batch_attempt = :a AND batch_token = :token "
+                                     "AND (attribute_not_exists(batch_job_id) OR batch_job_id = :id)"),
+                ExpressionAttributeNames={"#state": "state", "#version": "version"},
+                ExpressionAttributeValues={
+                    ":id": {"S": batch_job_id}, ":now": {"S": now}, ":one": {"N": "1"}, ":a": {"N": str(attempt)},
+                    ":token": {"S": token}, ":queued": {"S": State.QUEUED.value}, ":running": {"S": State.RUNNING.value},
+                },
+            )
+        except ClientError as exc:
+            if _condition_failed(exc):
+                return False
+            raise
+        return True
+
+    def fail_unstarted_batch_attempt(self, job_id: str, attempt: int, job_name: str, error: JobError,
+                                     retry_delay_s: float | None) -> Job:
+        """The Batch job ``job_name`` (for message attempt ``attempt``) ended and its container never
+        claimed the job (the image could not be pulled, the container died at start). The attempt
+        counts: attempt + 1, then QUEUED after ``retry_delay_s`` (re-dispatched by the bridge) or
+        FAILED. Fenced on the attempt and the reservation, so a duplicate event changes nothing."""
+        error = error.model_copy(update={"attempt": attempt + 1})
+        fence = {
+            "condition": "#state = :queued AND #attempt = :a AND batch_attempt = :a AND batch_job_name = :name",
+            "values": {":queued": {"S": State.QUEUED.value}, ":a": {"N": str(attempt)}, ":name": {"S": job_name}},
+            "fenced_attempt": attempt,
+        }
+        if retry_delay_s is None:
+            return self._transition(job_id, action="fail", new_state=State.FAILED, sets={"error": error.model_dump()},
+                                    add_attempt=True, event="failed", detail=error.message[:200], **fence)
+        not_before = iso(self.clock() + timedelta(seconds=retry_delay_s))
+        return self._transition(
+            job_id, action="retry", new_state=State.QUEUED,
+            sets={"error": error.model_dump(), "not_before": not_before, "active_state": State.QUEUED.value,
+                  "due_at": not_before},
+            removes=("dispatched_at",),  # the bridge sends the retry's message (delayed) when it sees it
+            add_attempt=True, event="retry_scheduled", detail=error.message[:200], **fence,
+        )
+
+    def _batch_write(self, job_id: str, attempt: int, *, expression: str, condition: str,
+                     values: dict[str, Any]) -> BatchReservation:
+        try:
+            out = self._call(
+                "update_item",
+                TableName=self.table_name,
+                Key=_key(job_id),
+                UpdateExpression=expression,
+                ConditionExpression=f"attribute_exists(job_id) AND ({condition})",
+                ExpressionAttributeNames={"#state": "state", "#attempt": "attempt", "#version": "version"},
+                ExpressionAttributeValues={**values, ":a": {"N": str(attempt)}, ":one": {"N": "1"},
+                                           ":queued": {"S": State.QUEUED.value}},
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if not _condition_failed(exc):
+                raise
+            old = exc.response.get("Item")
+            current = decode_item(old) if old else None
+            if (current is not None and current.get("state") == State.QUEUED.value
+                    and current.get("attempt") == attempt and current.get("batch_attempt") == attempt):
+                raise BatchSubmissionReserved(job_id, BatchReservation.of(current)) from None
+            raise self._why(job_id, "submit to batch", old, attempt, None) from None
+        return BatchReservation.of(decode_item(out["Attributes"]))
 
     # --- the one write path ----------------------------------------------------------------------
 

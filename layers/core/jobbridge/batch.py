@@ -1,0 +1,432 @@
+"""The AWS Batch route: one Batch job per jobbridge attempt, and what to do when a container ends
+without reporting. The only code that calls the Batch API (through ``jobbridge.aws.client``).
+
+``BatchSubmitter`` (the public-batch queue's consumer, functions/batch_submit) submits ONE Batch
+job per attempt, however often the message arrives. SubmitJob has no idempotency token, so:
+
+    message (job, attempt a)
+      └─ reserve attempt a on the job record (conditional: QUEUED, attempt a, no submission for a)
+           ├─ reserved ──> SubmitJob "jb-{job}-{a+1}" ──> record the Batch job id (conditional)
+           ├─ already reserved, id recorded ──> duplicate: nothing to do
+           ├─ already reserved, no id, recent ──> a submitter may be mid-call: try again later
+           ├─ already reserved, no id, old ──> take the reservation over, then ListJobs by the
+           │     deterministic name: found ──> record its id; not found ──> SubmitJob
+           └─ not QUEUED at a (claimed, final, moved on) ──> stale duplicate: drop
+
+The container (``jobbridge.batch_entrypoint``) runs the same Runner as the Lambda worker, owner
+``batch:<AWS_BATCH_JOB_ID>``, and settles the job itself. ``BatchEvents`` (functions/batch_events,
+EventBridge "Batch Job State Change", status SUCCEEDED or FAILED) only acts when the container
+left the job unsettled:
+
+    job RUNNING, lease_owner batch:<this Batch job>  ──> fail the attempt (retry or FAILED) with Batch's reason
+    job QUEUED at attempt a, reserved as this job   ──> the container never claimed: the attempt counts
+    anything else (final, another attempt)          ──> nothing to do (idempotent)
+
+Batch reports why a job failed only as text (``statusReason``, ``container.reason``) and an exit
+code; its own retry strategy (EvaluateOnExit) matches those texts by glob, and the texts used here
+are the ones AWS documents: https://docs.aws.amazon.com/batch/latest/userguide/job_retries.html ,
+https://docs.aws.amazon.com/batch/latest/userguide/troubleshooting.html
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Callable
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from . import aws
+from .config import Settings
+from .errors import DependencyUnavailable, InvalidTransition, JobAlreadyFinal, JobBridgeError, JobNotFound, StaleAttempt
+from .ids import parse_iso, utcnow
+from .lifecycle import JobLifecycle
+from .messages import JobMessage
+from .models import Job, JobError, State
+from .queues import Queue
+from .store import BatchReservation, BatchSubmissionReserved, JobStore
+
+log = logging.getLogger(__name__)
+
+JOB_NAME_PREFIX = "jb-"
+OWNER_PREFIX = "batch:"
+# Batch's attempt timeout is a backstop behind the runner's own (the job type's timeout): room to
+# start the container, and for the runner to fail a timed-out attempt itself and settle.
+TIMEOUT_MARGIN_S = 120
+MIN_ATTEMPT_DURATION_S = 60  # Batch's minimum attemptDurationSeconds
+# A reservation without a Batch job id is taken over only when no submitter can still be running:
+# BatchSubmitFunction's Timeout (template.yaml) is 60 s.
+TAKEOVER_AFTER_S = 120.0
+
+_BATCH_UNAVAILABLE = {"ServerException", "TooManyRequestsException", "ThrottlingException",
+                      "ServiceUnavailableException", "InternalServerError"}
+
+
+class BatchSettings(Settings):
+    """Settings of BatchSubmitFunction: the shared ones plus where Batch jobs go (template.yaml)."""
+
+    batch_job_queue_cpu: str = ""
+    batch_job_queue_gpu: str = ""
+    batch_job_definition_cpu: str = ""
+    batch_job_definition_gpu: str = ""
+
+
+class ContainerSettings(Settings):
+    """Settings of the Batch container: the shared ones plus the job it runs (SubmitJob overrides)."""
+
+    job_id: str
+    expected_attempt: int
+    correlation_id: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchTarget:
+    job_queue: str
+    job_definition: str
+
+
+@dataclass(frozen=True)
+class BatchTargets:
+    """Where a job goes: the GPU queue and definition when it needs a GPU, else the CPU ones."""
+
+    cpu: BatchTarget
+    gpu: BatchTarget
+
+    @classmethod
+    def from_settings(cls, settings: BatchSettings) -> "BatchTargets":
+        missing = [name for name in ("batch_job_queue_cpu", "batch_job_queue_gpu", "batch_job_definition_cpu",
+                                     "batch_job_definition_gpu") if not getattr(settings, name)]
+        if missing:
+            raise RuntimeError("Batch is not configured: set " + ", ".join("JOBBRIDGE_" + m.upper() for m in missing))
+        return cls(BatchTarget(settings.batch_job_queue_cpu, settings.batch_job_definition_cpu),
+                   BatchTarget(settings.batch_job_queue_gpu, settings.batch_job_definition_gpu))
+
+    def for_job(self, job: Job) -> BatchTarget:
+        return self.gpu if job.requirements.gpu else self.cpu
+
+
+def batch_job_name(job_id: str, message_attempt: int) -> str:
+    """The Batch job that runs attempt ``message_attempt + 1``: deterministic, so a redelivery can
+    find it by name (ListJobs JOB_NAME filter)."""
+    return f"{JOB_NAME_PREFIX}{job_id}-{message_attempt + 1}"
+
+
+def parse_batch_job_name(name: str) -> tuple[str, int] | None:
+    """``jb-{job_id}-{n}`` -> (job_id, message attempt n - 1); None for a name that is not ours."""
+    match = re.fullmatch(rf"{JOB_NAME_PREFIX}(?P<job_id>.+)-(?P<n>[1-9][0-9]*)", name or "")
+    if not match:
+        return None
+    return match["job_id"], int(match["n"]) - 1
+
+
+def batch_owner(batch_job_id: str) -> str:
+    """The lease owner of the container(s) of one Batch job (the same across Batch's own retries)."""
+    return f"{OWNER_PREFIX}{batch_job_id}"
+
+
+class BatchRequestRejected(JobBridgeError):
+    """Batch refused the request (ClientException: a missing queue or definition, a bad parameter)."""
+
+
+class SubmissionInProgress(JobBridgeError):
+    """Another delivery of this message reserved the attempt moments ago and may still be calling
+    SubmitJob: the message must come back later, when a takeover is safe."""
+
+    def __init__(self, job_id: str, retry_in_s: float) -> None:
+        super().__init__(f"the Batch submission of job {job_id} is in progress elsewhere; retry in {retry_in_s:.0f}s")
+        self.job_id = job_id
+        self.retry_in_s = retry_in_s
+
+
+class BatchApi:
+    """The Batch calls jobbridge makes, with errors translated once."""
+
+    def __init__(self, *, client: Any = None) -> None:
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = aws.client("batch")
+        return self._client
+
+    def submit_job(self, **request: Any) -> dict[str, Any]:
+        return self._call("submit_job", **request)
+
+    def find_jobs_named(self, job_queue: str, name: str) -> list[dict[str, Any]]:
+        """Jobs of any status in ``job_queue`` named exactly ``name`` (with a filter, ListJobs
+        ignores jobStatus and returns every status: API_ListJobs)."""
+        found: list[dict[str, Any]] = []
+        request: dict[str, Any] = {"jobQueue": job_queue, "filters": [{"name": "JOB_NAME", "values": [name]}]}
+        while True:
+            out = self._call("list_jobs", **request)
+            # The filter matches case-insensitively and a trailing * is a prefix match: compare exactly.
+            found.extend(j for j in out.get("jobSummaryList", []) if j.get("jobName") == name)
+            if not out.get("nextToken"):
+                return found
+            request["nextToken"] = out["nextToken"]
+
+    def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            return getattr(self.client, operation)(**kwargs)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = error.get("Code", "")
+            if code in _BATCH_UNAVAILABLE or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500:
+                raise DependencyUnavailable("batch", f"{operation}: {code}") from exc
+            raise BatchRequestRejected(f"batch {operation} refused ({code}): {error.get('Message', '')}") from exc
+        except BotoCoreError as exc:
+            raise DependencyUnavailable("batch", f"{operation}: {type(exc).__name__}") from exc
+
+
+# --- submitting --------------------------------------------------------------------------------
+
+
+class SubmitOutcome(str, Enum):
+    SUBMITTED = "submitted"  # a new Batch job started for this attempt
+    RECOVERED = "recovered"  # a crashed submitter's Batch job was found by name and recorded
+    DUPLICATE = "duplicate"  # this attempt already has its Batch job
+    DROPPED = "dropped"  # the job is not waiting for this attempt (claimed, final, moved on, unknown)
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    outcome: SubmitOutcome
+    job_id: str
+    batch_job_id: str | None = None
+    batch_job_name: str | None = None
+    detail: str = ""
+
+
+class BatchSubmitter:
+    """One Batch job per attempt (the module docstring has the protocol)."""
+
+    def __init__(self, store: JobStore, targets: BatchTargets, *, batch: BatchApi | None = None,
+                 queue: Queue | None = None, takeover_after_s: float = TAKEOVER_AFTER_S,
+                 new_token: Callable[[], str] = lambda: uuid.uuid4().hex) -> None:
+        self.store = store
+        self.targets = targets
+        self.batch = batch or BatchApi()
+        self.queue = queue
+        self.takeover_after_s = takeover_after_s
+        self.new_token = new_token
+
+    def submit(self, message: JobMessage, receipt_handle: str | None = None) -> SubmitResult:
+        name = batch_job_name(message.job_id, message.attempt)
+        token = self.new_token()
+        try:
+            reservation = self.store.reserve_batch_submission(message.job_id, message.attempt, name, token)
+        except BatchSubmissionReserved as exc:
+            return self._already_reserved(message, exc.reservation, token, receipt_handle)
+        except (JobNotFound, StaleAttempt, JobAlreadyFinal, InvalidTransition) as exc:
+            log.info("not waiting for this attempt; message dropped", extra={"job_id": message.job_id, "reason": str(exc)})
+            return SubmitResult(SubmitOutcome.DROPPED, message.job_id, batch_job_name=name, detail=str(exc))
+        return self._submit(message, reservation, token, SubmitOutcome.SUBMITTED)
+
+    def _already_reserved(self, message: JobMessage, reservation: BatchReservation, token: str,
+                          receipt_handle: str | None) -> SubmitResult:
+        if reservation.batch_job_id:
+            log.info("duplicate message: this attempt's Batch job exists",
+                     extra={"job_id": message.job_id, "batch_job_id": reservation.batch_job_id})
+            return SubmitResult(SubmitOutcome.DUPLICATE, message.job_id, reservation.batch_job_id, reservation.job_name)
+        age = (utcnow() - parse_iso(reservation.reserved_at)).total_seconds() if reservation.reserved_at else float("inf")
+        if age < self.takeover_after_s:
+            wait = self.takeover_after_s - age
+            if self.queue is not None and receipt_handle:
+                # Come back when a takeover is safe, not after the queue's whole visibility timeout.
+                self.queue.change_visibility(receipt_handle, int(wait) + 1)
+            raise SubmissionInProgress(message.job_id, wait)
+        try:
+            taken = self.store.take_over_batch_reservation(message.job_id, message.attempt, reservation.token, token)
+        except BatchSubmissionReserved as exc:  # someone else took over, or recorded the id, first
+            if exc.reservation.batch_job_id:
+                return SubmitResult(SubmitOutcome.DUPLICATE, message.job_id, exc.reservation.batch_job_id,
+                                    exc.reservation.job_name)
+            raise SubmissionInProgress(message.job_id, self.takeover_after_s) from None
+        except (JobNotFound, StaleAttempt, JobAlreadyFinal, InvalidTransition) as exc:
+            return SubmitResult(SubmitOutcome.DROPPED, message.job_id, batch_job_name=reservation.job_name, detail=str(exc))
+        # The previous submitter died between reserving and recording: it may or may not have
+        # reached SubmitJob. The deterministic name tells.
+        target = self.targets.for_job(taken.job)
+        existing = sorted(self.batch.find_jobs_named(target.job_queue, taken.job_name), key=lambda j: j.get("createdAt", 0))
+        if existing:
+            batch_job_id = existing[0]["jobId"]
+            self.store.record_batch_job(message.job_id, message.attempt, token, batch_job_id)
+            log.warning("recovered the Batch job of a submitter that died before recording it",
+                        extra={"job_id": message.job_id, "batch_job_id": batch_job_id})
+            return SubmitResult(SubmitOutcome.RECOVERED, message.job_id, batch_job_id, taken.job_name)
+        return self._submit(message, taken, token, SubmitOutcome.SUBMITTED)
+
+    def _submit(self, message: JobMessage, reservation: BatchReservation, token: str,
+                outcome: SubmitOutcome) -> SubmitResult:
+        job = reservation.job
+        target = self.targets.for_job(job)
+        environment = [
+            {"name": "JOBBRIDGE_JOB_ID", "value": job.job_id},
+            {"name": "JOBBRIDGE_EXPECTED_ATTEMPT", "value": str(message.attempt)},
+        ]
+        correlation_id = job.correlation_id or message.correlation_id
+        if correlation_id:
+            environment.append({"name": "JOBBRIDGE_CORRELATION_ID", "value": correlation_id})
+        out = self.batch.submit_job(
+            jobName=reservation.job_name,
+            jobQueue=target.job_queue,
+            jobDefinition=target.job_definition,
+            containerOverrides={"environment": environment},
+            timeout={"attemptDurationSeconds": max(MIN_ATTEMPT_DURATION_S, int(job.timeout_s) + TIMEOUT_MARGIN_S)},
+        )
+        batch_job_id = out["jobId"]
+        if not self.store.record_batch_job(job.job_id, message.attempt, token, batch_job_id):
+            # Final meanwhile, or the reservation was taken over: the Batch job runs anyway and
+            # its claim decides. Nothing to undo.
+            log.warning("submitted, but the reservation moved on before the id was recorded",
+                        extra={"job_id": job.job_id, "batch_job_id": batch_job_id})
+        log.info("Batch job submitted", extra={"job_id": job.job_id, "batch_job_id": batch_job_id,
+                                               "batch_job_name": reservation.job_name, "job_queue": target.job_queue})
+        return SubmitResult(outcome, job.job_id, batch_job_id, reservation.job_name)
+
+
+# --- the container's lifecycle ---------------------------------------------------------------
+
+
+class BatchContainerLifecycle(JobLifecycle):
+    """JobLifecycle whose claim may take over the job from an earlier container of the SAME Batch
+    job (Batch's retry strategy re-runs it after a host failure): see JobStore.claim."""
+
+    def claim(self, job_id: str, owner: str, lease_s: float, expected_attempt: int | None = None) -> Job:
+        if expected_attempt is None:
+            return self.store.claim(job_id, owner, lease_s)
+        return self.store.claim(job_id, owner, lease_s, expected_attempt, resume_own_lease=True)
+
+
+# --- state change events -------------------------------------------------------------------------
+
+
+class EventOutcome(str, Enum):
+    RETRY_SCHEDULED = "retry_scheduled"
+    FAILED = "failed"
+    SETTLED = "settled"  # the container settled the job itself (the usual case)
+    STALE = "stale"  # the job moved on to another attempt or owner
+    IGNORED = "ignored"  # not a final status, not our job, or an unknown job
+
+
+@dataclass(frozen=True)
+class BatchJobRef:
+    """Which jobbridge job and attempt a Batch job was for."""
+
+    batch_job_id: str
+    batch_job_name: str
+    job_id: str
+    expected_attempt: int  # the message's attempt (the container claims attempt + 1)
+
+    @classmethod
+    def of(cls, detail: dict[str, Any]) -> "BatchJobRef | None":
+        parsed = parse_batch_job_name(detail.get("jobName", ""))
+        env = {e.get("name"): e.get("value") for e in (detail.get("container") or {}).get("environment") or []}
+        if parsed is None:
+            if not env.get("JOBBRIDGE_JOB_ID") or not str(env.get("JOBBRIDGE_EXPECTED_ATTEMPT", "")).isdigit():
+                return None
+            parsed = env["JOBBRIDGE_JOB_ID"], int(env["JOBBRIDGE_EXPECTED_ATTEMPT"])
+        if not detail.get("jobId"):
+            return None
+        return cls(detail["jobId"], detail.get("jobName", ""), parsed[0], parsed[1])
+
+
+def batch_failure(detail: dict[str, Any]) -> JobError:
+    """Batch's account of why its job ended, as the JobError recorded on the jobbridge job."""
+    status = detail.get("status", "")
+    attempts = detail.get("attempts") or []
+    last = attempts[-1] if attempts else {}
+    container = {**(detail.get("container") or {}), **(last.get("container") or {})}
+    status_reason = detail.get("statusReason") or last.get("statusReason") or ""
+    reason = container.get("reason") or ""
+    exit_code = container.get("exitCode")
+    parts = [f"Batch job {detail.get('jobId')} ({detail.get('jobName')}) {status}"]
+    if status_reason:
+        parts.append(f"status reason: {status_reason}")
+    if reason:
+        parts.append(f"container: {reason}")
+    if exit_code is not None:
+        parts.append(f"exit code {exit_code}")
+    if len(attempts) > 1:
+        parts.append(f"after {len(attempts)} Batch attempts")
+    message = "; ".join(parts)[:2000]
+    texts = (status_reason, reason)
+
+    def starts(*prefixes: str) -> bool:
+        return any(text.startswith(prefix) for text in texts for prefix in prefixes)
+
+    if status == "SUCCEEDED":
+        # Exit 0 without settling: not something the job asked for; retry it.
+        return JobError(type="BatchExitedUnsettled", message=message + ": the container exited without reporting",
+                        retryable=True)
+    if starts("OutOfMemoryError"):
+        # The same definition would run out of memory again: retrying only burns GPU hours.
+        return JobError(type="BatchOutOfMemory", message=message, retryable=False)
+    if starts("Host EC2"):  # e.g. "Host EC2 (instance i-0123...) terminated." (Spot reclaim, host failure)
+        return JobError(type="BatchHostTerminated", message=message, retryable=True)
+    if starts("CannotPullContainerError"):
+        return JobError(type="BatchCannotPullContainer", message=message, retryable=True)
+    if starts("CannotStartContainerError", "CannotCreateContainerError", "CannotInspectContainerError",
+              "ResourceInitializationError", "Task failed to start"):
+        return JobError(type="BatchContainerStartFailed", message=message, retryable=True)
+    if starts("Job attempt duration exceeded timeout"):
+        return JobError(type="Timeout", message=message, retryable=True)
+    return JobError(type="BatchJobFailed", message=message, retryable=True)
+
+
+@dataclass(frozen=True)
+class EventResult:
+    outcome: EventOutcome
+    job_id: str | None = None
+    detail: str = ""
+
+
+class BatchEvents:
+    """Settles jobs whose Batch container ended without reporting (the module docstring)."""
+
+    def __init__(self, lifecycle: JobLifecycle) -> None:
+        self.lifecycle = lifecycle
+        self.store = lifecycle.store
+
+    def handle(self, event: dict[str, Any]) -> EventResult:
+        if event.get("source") != "aws.batch" or event.get("detail-type") != "Batch Job State Change":
+            return EventResult(EventOutcome.IGNORED, detail="not a Batch job state change")
+        detail = event.get("detail") or {}
+        if detail.get("status") not in ("SUCCEEDED", "FAILED"):
+            return EventResult(EventOutcome.IGNORED, detail=f"status {detail.get('status')}")
+        ref = BatchJobRef.of(detail)
+        if ref is None:
+            return EventResult(EventOutcome.IGNORED, detail=f"Batch job {detail.get('jobName')!r} is not a jobbridge job")
+        try:
+            job = self.store.get(ref.job_id)
+        except JobNotFound:
+            log.warning("Batch job for an unknown job", extra={"job_id": ref.job_id, "batch_job_id": ref.batch_job_id})
+            return EventResult(EventOutcome.IGNORED, ref.job_id, "unknown job")
+        if job.state.is_final:
+            return EventResult(EventOutcome.SETTLED, job.job_id, f"already {job.state.value}")
+        error = batch_failure(detail)
+        try:
+            if (job.state is State.RUNNING and job.lease_owner == batch_owner(ref.batch_job_id)
+                    and job.attempt > ref.expected_attempt):
+                # The container claimed the job and died (or exited) before settling it.
+                final = self.lifecycle.fail(job.job_id, job.attempt, error, job.max_attempts, job.type)
+            elif job.state is State.QUEUED and job.attempt == ref.expected_attempt:
+                # The container never claimed it: the image did not pull, or it died at start.
+                attempt = job.attempt + 1
+                delay = self.lifecycle.backoff_s(job.type, attempt) if error.retryable and attempt < job.max_attempts else None
+                final = self.store.fail_unstarted_batch_attempt(job.job_id, job.attempt, ref.batch_job_name, error, delay)
+            else:
+                return EventResult(EventOutcome.STALE, job.job_id,
+                                   f"job is {job.state.value} at attempt {job.attempt} (owner {job.lease_owner})")
+        except (StaleAttempt, JobAlreadyFinal, InvalidTransition) as exc:
+            # Moved on between the read and the write (a heartbeat cannot: the container is gone).
+            return EventResult(EventOutcome.STALE, job.job_id, str(exc))
+        outcome = EventOutcome.RETRY_SCHEDULED if final.state is State.QUEUED else EventOutcome.FAILED
+        log.warning("Batch job ended without settling its job", extra={
+            "job_id": job.job_id, "batch_job_id": ref.batch_job_id, "outcome": outcome.value,
+            "error_type": error.type, "error": error.message})
+        return EventResult(outcome, job.job_id, error.message)
