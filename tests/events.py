@@ -1,18 +1,20 @@
 """The one loader of ``events/*.json`` for every test tier, and factories that start from those files.
 
-The files are real-shaped payloads (API Gateway HTTP API payload format 2.0 and a DynamoDB stream
-batch), shared with ``sam local invoke``. Tests never write event JSON inline: they load a file
+The files are real-shaped payloads (API Gateway HTTP API payload format 2.0, a DynamoDB stream
+batch, SQS batches and an EventBridge scheduled event), shared with ``sam local invoke``. Tests never write event JSON inline: they load a file
 and change what the case is about.
 
     load_event("api_submit_job")                                  # as stored
     load_event("api_get_job.json", rawQueryString="a=1")          # top-level keys replaced
     api_event("POST", "/jobs", body={"type": "echo"}, tenant="globex")
     with_job_id(load_event("api_get_job"), job_id)                # fill the placeholder id
+    sqs_event(sqs_record({"job_id": ...}, receipt_handle=handle))  # a worker batch
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import uuid
 from pathlib import Path
@@ -123,3 +125,43 @@ def stream_record(new_image: dict[str, Any], *, sequence_number: str, event_name
     if old_image is not None:
         stream["OldImage"] = copy.deepcopy(old_image)
     return record
+
+
+def sqs_event(*records: dict[str, Any]) -> dict[str, Any]:
+    """An SQS batch of ``records`` (``{"Records": [...]}``), as Lambda's event source mapping sends it."""
+    return {"Records": [copy.deepcopy(r) for r in records]}
+
+
+def sqs_record(body: str | dict[str, Any], *, receipt_handle: str, message_id: str | None = None,
+               receive_count: int = 1, queue_arn: str | None = None) -> dict[str, Any]:
+    """A record shaped like the first of ``events/sqs_worker_batch.json``, carrying ``body`` (a dict
+    is sent as JSON, e.g. a job message) and the receipt handle of a message really in a queue."""
+    record = load_event("sqs_worker_batch")["Records"][0]
+    record["body"] = body if isinstance(body, str) else json.dumps(body, separators=(",", ":"))
+    record["md5OfBody"] = hashlib.md5(record["body"].encode()).hexdigest()  # noqa: S324 - SQS's own digest
+    record["messageId"] = message_id or str(uuid.uuid4())
+    record["receiptHandle"] = receipt_handle
+    record["attributes"]["ApproximateReceiveCount"] = str(receive_count)
+    job_id = json.loads(record["body"]).get("job_id") if record["body"].startswith("{") else None
+    if isinstance(job_id, str):
+        record["messageAttributes"]["job_id"]["stringValue"] = job_id
+        record["md5OfMessageAttributes"] = _md5_of_string_attributes(record["messageAttributes"])
+    else:
+        record["messageAttributes"] = {}
+        record.pop("md5OfMessageAttributes", None)
+    if queue_arn is not None:
+        record["eventSourceARN"] = queue_arn
+    return record
+
+
+def _md5_of_string_attributes(attributes: dict[str, Any]) -> str:
+    """SQS's MD5OfMessageAttributes for String attributes: per attribute, sorted by name, the
+    length-prefixed name, data type, transport type 1 and value
+    (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-message-metadata.html)."""
+    def prefixed(text: str) -> bytes:
+        raw = text.encode()
+        return len(raw).to_bytes(4, "big") + raw
+
+    data = b"".join(prefixed(name) + prefixed(a["dataType"]) + b"\x01" + prefixed(a["stringValue"])
+                    for name, a in sorted(attributes.items()))
+    return hashlib.md5(data).hexdigest()  # noqa: S324 - SQS's own digest
