@@ -34,6 +34,7 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
 from typing import Any, Callable
 
@@ -42,7 +43,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from . import aws
 from .config import Settings
 from .errors import DependencyUnavailable, InvalidTransition, JobAlreadyFinal, JobBridgeError, JobNotFound, StaleAttempt
-from .ids import parse_iso, utcnow
+from .ids import parse_iso
 from .lifecycle import JobLifecycle
 from .messages import JobMessage
 from .models import Job, JobError, State
@@ -206,8 +207,10 @@ class BatchSubmitter:
 
     def __init__(self, store: JobStore, targets: BatchTargets, *, batch: BatchApi | None = None,
                  queue: Queue | None = None, takeover_after_s: float = TAKEOVER_AFTER_S,
-                 new_token: Callable[[], str] = lambda: uuid.uuid4().hex) -> None:
+                 new_token: Callable[[], str] = lambda: uuid.uuid4().hex,
+                 clock: Callable[[], datetime] | None = None) -> None:
         self.store = store
+        self.clock = clock or store.clock  # the clock that wrote batch_reserved_at
         self.targets = targets
         self.batch = batch or BatchApi()
         self.queue = queue
@@ -232,7 +235,7 @@ class BatchSubmitter:
             log.info("duplicate message: this attempt's Batch job exists",
                      extra={"job_id": message.job_id, "batch_job_id": reservation.batch_job_id})
             return SubmitResult(SubmitOutcome.DUPLICATE, message.job_id, reservation.batch_job_id, reservation.job_name)
-        age = (utcnow() - parse_iso(reservation.reserved_at)).total_seconds() if reservation.reserved_at else float("inf")
+        age = (self.clock() - parse_iso(reservation.reserved_at)).total_seconds() if reservation.reserved_at else float("inf")
         if age < self.takeover_after_s:
             wait = self.takeover_after_s - age
             if self.queue is not None and receipt_handle:
