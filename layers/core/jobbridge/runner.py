@@ -35,9 +35,18 @@ from .errors import (
     UnknownJobType,
 )
 from .models import Job, JobError, Progress
-from .registry import Registry
+from .registry import JobType, Registry
 
 log = logging.getLogger(__name__)
+
+
+class _JobLogger(logging.LoggerAdapter):
+    """Adds the job's keys to every line and keeps the line's own ``extra`` too (before Python
+    3.13 a LoggerAdapter replaced it: "attempt settled" lost its outcome)."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        kwargs["extra"] = {**(self.extra or {}), **(kwargs.get("extra") or {})}
+        return msg, kwargs
 
 
 class JobTimeout(Exception):
@@ -56,6 +65,17 @@ class Lifecycle(Protocol):
     def complete(self, job_id: str, attempt: int, result: Any) -> Job: ...
     def fail(self, job_id: str, attempt: int, error: JobError, max_attempts: int | None = None, job_type: str | None = None) -> Job: ...
     def acknowledge_cancel(self, job_id: str, attempt: int) -> Job: ...
+
+
+Execute = Callable[[JobType, Any, "RunContext"], Any]
+"""How the job type's function is run: ``execute(job_type, params, ctx) -> result``. It raises
+what the function raises (JobFailure, JobCancelled, JobTimeout, LeaseLost, ...)."""
+
+
+def execute_inline(job_type: JobType, params: Any, ctx: "RunContext") -> Any:
+    """Run the function in the calling thread (the Lambda worker, the Batch container). The
+    agent passes its own ``execute`` that runs it in a child process it can kill."""
+    return job_type.func(params, ctx)
 
 
 class Outcome(str, Enum):
@@ -153,11 +173,12 @@ class RunContext:
 
 class Runner:
     def __init__(self, lifecycle: Lifecycle, registry: Registry, config: RunnerConfig,
-                 *, sleep: Callable[[float], None] = time.sleep) -> None:
+                 *, sleep: Callable[[float], None] = time.sleep, execute: Execute = execute_inline) -> None:
         self.lifecycle = lifecycle
         self.registry = registry
         self.config = config
         self._sleep = sleep
+        self._execute = execute
 
     def run(self, job_id: str, *, expected_attempt: int | None = None, time_budget_s: float | None = None,
             correlation_id: str | None = None) -> RunResult:
@@ -172,8 +193,8 @@ class Runner:
             return RunResult(Outcome.DROPPED, job_id, detail=str(exc))
         except DependencyUnavailable as exc:
             return RunResult(Outcome.UNSETTLED, job_id, detail=str(exc))
-        logger = logging.LoggerAdapter(log, {"job_id": job.job_id, "attempt": job.attempt,
-                                             "correlation_id": job.correlation_id or correlation_id})
+        logger = _JobLogger(log, {"job_id": job.job_id, "attempt": job.attempt,
+                                  "correlation_id": job.correlation_id or correlation_id})
         result = self._run_claimed(job, logger, time_budget_s)
         result.duration_s = time.monotonic() - started
         logger.info("attempt settled", extra={"outcome": result.outcome.value, "duration_s": round(result.duration_s, 3)})
@@ -199,7 +220,7 @@ class Runner:
             try:
                 params = jt.parse_params(job.params)
                 ctx.raise_if_stopping()
-                value = jt.func(params, ctx)
+                value = self._execute(jt, params, ctx)
                 action, payload = "complete", value
             except LeaseLost:
                 action, payload = "abandon", None
