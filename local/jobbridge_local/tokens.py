@@ -99,6 +99,24 @@ def verify_token(token: str, state_dir: Path | None = None) -> dict[str, Any]:
     )
 
 
-# Agent credential: the on-prem agent will call /agent/* with SigV4 in AWS (IAM Roles Anywhere).
-# Its local stand-in (e.g. dummy IAM keys the local API accepts, or a scoped token) belongs here,
-# next to issue_token, when the agent issue lands. Not built yet on purpose.
+# Agent credential: in AWS the on-prem agent signs its /agent/* calls with SigV4 (IAM Roles
+# Anywhere) and API Gateway authorizes them. Locally it presents a token of its own audience:
+# the API's /agent routes accept only that audience, the tenant routes refuse it.
+AGENT_AUDIENCE = "jobbridge-agent"  # jobbridge.config.Settings.agent_audience
+
+
+def issue_agent_token(agent_id: str, ttl: int = DEFAULT_TTL_SECONDS, state_dir: Path | None = None) -> str:
+    """A signed RS256 JWT for the agent ``agent_id`` (audience ``jobbridge-agent``, no tenant)."""
+    pair = ensure_keypair(state_dir)
+    now = int(time.time())
+    claims = {
+        "iss": ISSUER,
+        "aud": AGENT_AUDIENCE,
+        "sub": f"agent:{agent_id}",
+        "agent_id": agent_id,
+        "iat": now,
+        "nbf": now,
+        "exp": now + int(ttl),
+        "jti": uuid.uuid4().hex,
+    }
+    return jwt.encode(claims, pair.private_key_file.read_bytes(), algorithm=ALGORITHM)
