@@ -5,6 +5,7 @@ cannot drift from what is deployed.
 
 from __future__ import annotations
 
+import socket
 import uuid
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -40,6 +41,20 @@ def _offline_aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
     aws.reset_clients()
     get_settings.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The unit tier's one rule: no network. An IP connection attempt fails the test loudly."""
+    real_connect = socket.socket.connect
+
+    def refuse(sock: socket.socket, address: Any) -> Any:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            raise AssertionError(f"unit tests must not use the network (tried to connect to {address!r})")
+        return real_connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
 
 
 # --- AWS built from template.yaml, in process ---------------------------------------------------

@@ -212,7 +212,8 @@ def test_an_unusable_correlation_id_is_replaced(client, auth) -> None:
 
 def test_an_unknown_type_is_422_naming_the_known_ones(client, auth, items) -> None:
     body = assert_problem(submit(client, auth(), type="resize"), 422, "unknown-job-type")
-    assert "known types: " + ", ".join(BUILTIN) in body["detail"]
+    known = body["detail"].split("known types: ", 1)[1].split(", ")
+    assert set(BUILTIN) <= set(known)  # other modules' types may be registered too
     assert body["errors"][0]["loc"] == ["body", "type"]
     assert items() == []
 
