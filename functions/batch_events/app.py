@@ -22,7 +22,7 @@ metrics = Metrics(namespace="jobbridge")
 
 
 @lru_cache(maxsize=1)
-def _events() -> BatchEvents:
+def _wiring() -> BatchEvents:
     settings = get_settings()
     registry = load_registry(settings.job_modules)  # the job types' retry policies (backoff)
     return BatchEvents(JobLifecycle(JobStore(settings.table_name, retention_days=settings.retention_days), registry))
@@ -34,6 +34,6 @@ def handler(event, context):
     detail = event.get("detail") or {}
     logger.append_keys(batch_job_id=detail.get("jobId"), batch_job_name=detail.get("jobName"),
                        batch_status=detail.get("status"))
-    result = _events().handle(event)
+    result = _wiring().handle(event)
     metrics.add_metric(name=f"batch_event_{result.outcome.value}", unit=MetricUnit.Count, value=1)
     return {"outcome": result.outcome.value, "job_id": result.job_id, "detail": result.detail}

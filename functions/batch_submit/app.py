@@ -26,7 +26,7 @@ processor = BatchProcessor(event_type=EventType.SQS)
 
 
 @lru_cache(maxsize=1)
-def _submitter() -> BatchSubmitter:
+def _wiring() -> BatchSubmitter:
     settings = BatchSettings.from_env()
     store = JobStore(settings.table_name, retention_days=settings.retention_days)
     return BatchSubmitter(store, BatchTargets.from_settings(settings), queue=Queue(settings.queue_url(Route.BATCH)))
@@ -35,7 +35,7 @@ def _submitter() -> BatchSubmitter:
 def record_handler(record: SQSRecord):
     message = JobMessage.model_validate_json(record.body)  # a malformed body raises: retried, then dead-lettered
     logger.append_keys(job_id=message.job_id, correlation_id=message.correlation_id)
-    result = _submitter().submit(message, record.receipt_handle)
+    result = _wiring().submit(message, record.receipt_handle)
     metrics.add_metric(name=f"batch_submit_{result.outcome.value}", unit=MetricUnit.Count, value=1)
     return result.outcome.value
 

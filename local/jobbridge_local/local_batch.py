@@ -75,7 +75,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from .event_filter import matches_any, parse_filters
-from .template import FUNCTION_TYPES, LocalContext, Template
+from .template import FUNCTION_TYPES, LocalContext, Template, TemplateError
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ JOB_DEFINITION_TYPE = "AWS::Batch::JobDefinition"
 COMPUTE_ENVIRONMENT_TYPE = "AWS::Batch::ComputeEnvironment"
 EVENT_RULE_TYPES = ("EventBridgeRule", "CloudWatchEvent")
 JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")  # SubmitJob's jobName rule
+LOCAL_IMAGE = "jobbridge-batch:local"
 ESSENTIAL_EXITED = "Essential container in task exited"
 TIMED_OUT = "Job attempt duration exceeded timeout"
 DEFAULT_MAX_RUNNING = 4
@@ -196,9 +197,17 @@ def batch_resources(template: Template, context: LocalContext) -> tuple[list[Job
     for logical_id, resource in template.resources_of_type(JOB_DEFINITION_TYPE).items():
         if not resolver.resource_enabled(logical_id):
             continue
-        props = resolver.resolve(resource.get("Properties") or {})
+        raw = dict(resource.get("Properties") or {})
+        raw_container = dict(raw.pop("ContainerProperties", None) or {})
+        raw_image = raw_container.pop("Image", None)
+        props = resolver.resolve(raw)
         arn = resolver.ref(logical_id)
-        container = api_shape(props.get("ContainerProperties") or {})
+        container = api_shape(resolver.resolve(raw_container))
+        try:
+            container["image"] = resolver.resolve(raw_image)
+        except TemplateError:
+            # Locally the "image" is this checkout: its URI parameter (an ECR image) may be unset.
+            container["image"] = LOCAL_IMAGE
         # CloudFormation passes every environment value as a string (a Number parameter included).
         container["environment"] = [{"name": e["name"], "value": _text(e.get("value", ""))}
                                     for e in container.get("environment") or []]
@@ -450,7 +459,8 @@ class LocalBatch:
             return
         self._closed = True
         self._stop.set()
-        self._server.shutdown()
+        if self._server_thread is not None:  # shutdown() waits for serve_forever(): only if it runs
+            self._server.shutdown()
         self._server.server_close()
         for _ in self._workers:
             self._runnable.put(None)

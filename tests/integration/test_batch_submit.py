@@ -1,0 +1,174 @@
+"""functions/batch_submit/app.py's handler in this process, with events/sqs_batch_submit.json, against
+moto server (the table and queues of template.yaml) and the local Batch API (jobbridge_local.local_batch,
+reached through AWS_ENDPOINT_URL_BATCH as the local stack sets it). Containers are not started here:
+the Batch jobs stay RUNNABLE for the test to read back over the Batch API."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Iterator
+
+import boto3
+import pytest
+
+from conftest import template
+from events import load_event
+from jobbridge.models import JobCreate, Route, State
+from jobbridge.registry import load_registry
+from jobbridge.service import JobService
+from jobbridge_local.invoke import LambdaContext, load_handler
+from jobbridge_local.local_batch import LocalBatch
+from jobbridge_local.resources import DUMMY_CREDENTIALS
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def local_batch(module_stack) -> Iterator[LocalBatch]:
+    batch = LocalBatch(template(), module_stack.context, aws_env={}, run_containers=False)
+    batch.start()
+    yield batch
+    batch.close()
+
+
+@pytest.fixture
+def batch_api(local_batch) -> Any:
+    return boto3.client("batch", endpoint_url=local_batch.endpoint_url, region_name="us-east-1", **DUMMY_CREDENTIALS)
+
+
+@pytest.fixture
+def submit_function(monkeypatch, function_env, module_stack, local_batch):
+    """The handler and its function's spec, with the environment template.yaml gives it."""
+
+    def prepare(**overrides: str):
+        monkeypatch.setenv("AWS_ENDPOINT_URL_BATCH", local_batch.endpoint_url)
+        spec = function_env("BatchSubmitFunction", module_stack, **overrides)
+        handler = load_handler("BatchSubmitFunction", template())
+        return spec, lambda event: handler(event, LambdaContext(spec))
+
+    return prepare
+
+
+@pytest.fixture
+def service(module_stack, stack_store) -> JobService:
+    return JobService(stack_store(module_stack), load_registry())
+
+
+def delivered(module_stack, body: dict[str, Any]) -> dict[str, Any]:
+    """events/sqs_batch_submit.json carrying ``body``, with the receipt handle of a real message."""
+    sqs = module_stack.client("sqs")
+    url = module_stack.queue_url(Route.BATCH)
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps(body))
+    (message,) = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, WaitTimeSeconds=1)["Messages"]
+    event = load_event("sqs_batch_submit")
+    record = event["Records"][0]
+    record["body"] = message["Body"]
+    record["receiptHandle"] = message["ReceiptHandle"]
+    record["messageId"] = message["MessageId"]
+    return event
+
+
+def message_of(job, attempt: int = 0) -> dict[str, Any]:
+    return {"job_id": job.job_id, "route": "batch", "attempt": attempt, "correlation_id": job.correlation_id,
+            "timeout_s": job.timeout_s, "expected_runtime_s": None}
+
+
+def jobs_named(batch_api, local_batch, name: str) -> list[dict[str, Any]]:
+    found = []
+    for queue_arn in local_batch.queues:
+        found += batch_api.list_jobs(jobQueue=queue_arn, filters=[{"name": "JOB_NAME", "values": [name]}])["jobSummaryList"]
+    return found
+
+
+def gpu_queue(local_batch) -> str:
+    return next(arn for arn, q in local_batch.queues.items() if q.logical_id == "GpuJobQueue")
+
+
+def test_an_8k_transcode_becomes_one_batch_job_on_the_gpu_queue(submit_function, service, module_stack, batch_api,
+                                                                 local_batch, stack_store) -> None:
+    _, invoke = submit_function()
+    job = service.submit("acme", JobCreate(type="transcode", params={"video_id": "v8k", "resolution": "8K"}),
+                         correlation_id="corr-8k").job
+    assert job.route is Route.BATCH and job.requirements.gpu
+
+    response = invoke(delivered(module_stack, message_of(job)))
+
+    assert response == {"batchItemFailures": []}
+    (summary,) = jobs_named(batch_api, local_batch, f"jb-{job.job_id}-1")
+    (detail,) = batch_api.describe_jobs(jobs=[summary["jobId"]])["jobs"]
+    assert detail["jobQueue"] == gpu_queue(local_batch)
+    assert detail["jobDefinition"].endswith(f":job-definition/{module_stack.name}-gpu:1")
+    env = {e["name"]: e["value"] for e in detail["container"]["environment"]}
+    assert (env["JOBBRIDGE_JOB_ID"], env["JOBBRIDGE_EXPECTED_ATTEMPT"], env["JOBBRIDGE_CORRELATION_ID"]) == (
+        job.job_id, "0", "corr-8k")
+    assert env["JOBBRIDGE_TABLE_NAME"] == module_stack.table_name  # from the job definition
+    assert detail["timeout"]["attemptDurationSeconds"] == job.timeout_s + 120
+    item = module_stack.client("dynamodb").get_item(TableName=module_stack.table_name,
+                                                    Key={"job_id": {"S": job.job_id}}, ConsistentRead=True)["Item"]
+    assert item["batch_job_id"] == {"S": summary["jobId"]}
+    assert stack_store(module_stack).get(job.job_id).state is State.QUEUED  # the container claims it
+
+
+def test_a_duplicate_message_starts_one_batch_job(submit_function, service, module_stack, batch_api,
+                                                 local_batch) -> None:
+    _, invoke = submit_function()
+    job = service.submit("acme", JobCreate(type="transcode", params={"video_id": "dup", "hdr": True})).job
+    event = delivered(module_stack, message_of(job))
+    twice_in_one_batch = {"Records": [event["Records"][0], {**event["Records"][0], "messageId": "copy"}]}
+
+    first = invoke(event)
+    second = invoke(twice_in_one_batch)
+
+    assert first == second == {"batchItemFailures": []}
+    assert len(jobs_named(batch_api, local_batch, f"jb-{job.job_id}-1")) == 1
+
+
+def test_a_stale_message_is_acknowledged_without_a_batch_job(submit_function, service, module_stack, batch_api,
+                                                            local_batch, stack_store) -> None:
+    _, invoke = submit_function()
+    job = service.submit("acme", JobCreate(type="sleep", params={"seconds": 1200}, target="public")).job
+    stack_store(module_stack).claim(job.job_id, "batch:elsewhere", 60, 0)
+
+    response = invoke(delivered(module_stack, message_of(job)))
+
+    assert response == {"batchItemFailures": []}
+    assert jobs_named(batch_api, local_batch, f"jb-{job.job_id}-1") == []
+
+
+def test_a_cpu_job_goes_to_the_cpu_queue(submit_function, service, module_stack, batch_api, local_batch) -> None:
+    _, invoke = submit_function()
+    job = service.submit("acme", JobCreate(type="sleep", params={"seconds": 1200}, target="public")).job
+    assert job.route is Route.BATCH and not job.requirements.gpu
+
+    invoke(delivered(module_stack, message_of(job)))
+
+    (summary,) = jobs_named(batch_api, local_batch, f"jb-{job.job_id}-1")
+    (detail,) = batch_api.describe_jobs(jobs=[summary["jobId"]])["jobs"]
+    assert local_batch.queues[detail["jobQueue"]].logical_id == "CpuJobQueue"
+
+
+def test_a_refused_submission_and_a_malformed_body_come_back_alone(submit_function, service, module_stack,
+                                                                   local_batch) -> None:
+    queue_arn = gpu_queue(local_batch)
+    _, invoke = submit_function(JOBBRIDGE_BATCH_JOB_QUEUE_GPU=queue_arn.replace("GpuJobQueue", "NoSuchQueue"))
+    refused = service.submit("acme", JobCreate(type="transcode", params={"video_id": "r", "resolution": "8K"})).job
+    fine = service.submit("acme", JobCreate(type="sleep", params={"seconds": 1200}, target="public")).job
+    records = [delivered(module_stack, message_of(refused))["Records"][0],
+               delivered(module_stack, message_of(fine))["Records"][0],
+               {**delivered(module_stack, message_of(fine))["Records"][0], "body": "not json", "messageId": "junk"}]
+
+    response = invoke({"Records": records})
+
+    failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
+    assert failed == {records[0]["messageId"], "junk"}
+
+
+def test_the_local_batch_needs_no_image_parameter(module_stack) -> None:
+    # The image is this checkout locally: the ECR URI parameter (no default) may stay unset.
+    context = dataclasses.replace(module_stack.context, parameters={})
+    batch = LocalBatch(template(), context, aws_env={}, run_containers=False)
+    try:
+        assert {d.container["image"] for d in batch.definitions.values()} == {"jobbridge-batch:local"}
+    finally:
+        batch.close()
