@@ -7,6 +7,7 @@ jobbridge_local ...`` does the same. Signal handling and logging set-up live her
     jobbridge local token --tenant NAME [--ttl S]      a JWT the local API accepts
     jobbridge local invoke FUNCTION --event FILE       like `sam local invoke`, without Docker
     jobbridge local resources [--endpoint-url URL]     create the template's resources in moto
+    jobbridge local batch [--endpoint-url URL]         the local AWS Batch (run starts it)
     jobbridge local poll FUNCTION [--endpoint-url URL] a function's stream trigger (run starts these)
 """
 
@@ -16,6 +17,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -86,6 +88,15 @@ def _parser() -> argparse.ArgumentParser:
     poll.add_argument("--endpoint-url", default=None)
     _add_parameter_overrides(poll)
     poll.set_defaults(func=_poll)
+
+    batch = sub.add_parser("batch", help="run the local AWS Batch: its API, containers as processes, state change "
+                                         "events (what `run` starts)")
+    batch.add_argument("--endpoint-url", default=None, help="moto server (the containers' AWS)")
+    batch.add_argument("--host", default="127.0.0.1")
+    batch.add_argument("--port", type=int, default=0, help="port of the Batch API (default: a free one)")
+    batch.add_argument("--max-running", type=int, default=4, help="containers running at once (default 4)")
+    _add_parameter_overrides(batch)
+    batch.set_defaults(func=_batch)
     return parser
 
 
@@ -136,6 +147,7 @@ jobbridge local stack is up
   AWS (moto)    {info.endpoint_url}
   table         {info.table}
   stream        {info.stream_arn}
+  Batch (local) {info.batch_endpoint_url or "-"}   (AWS_ENDPOINT_URL_BATCH)
   pollers       {", ".join(info.stream_pollers) or "none"}
   queues
 {queues}
@@ -258,4 +270,47 @@ def _poll(args: argparse.Namespace) -> int:
     while any(t.is_alive() for t in threads):
         for thread in threads:
             thread.join(0.5)
+    return 0
+
+
+# -- batch -------------------------------------------------------------------------------------
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from . import paths
+    from .invoke import LocalFunction, default_endpoint_url, local_aws_environment
+    from .local_batch import EventDelivery, LocalBatch, event_targets
+    from .resources import describe_resources
+    from .template import LocalContext, load_template
+
+    endpoint_url = args.endpoint_url or default_endpoint_url()
+    template = load_template()
+    parameters = _parameters(args)
+    resources = describe_resources(endpoint_url, template, LocalContext(endpoint_url=endpoint_url, parameters=parameters))
+    context = LocalContext(endpoint_url=endpoint_url, attributes=resources.attributes(), parameters=parameters)
+    # Where state change events go: the functions whose EventBridge rules match them (template.yaml),
+    # invoked in this process. JOBBRIDGE_LOCAL_FUNCTIONS narrows them as it narrows the pollers.
+    only = [n.strip() for n in os.environ.get("JOBBRIDGE_LOCAL_FUNCTIONS", "").split(",") if n.strip()]
+    targets = [t for t in event_targets(template, context) if not only or t.function_logical_id in only]
+    functions = {t.function_logical_id: LocalFunction.from_template(t.function_logical_id, template, endpoint_url,
+                                                                    context=context) for t in targets}
+    if len(functions) == 1:
+        # One function: this process is its container, as a poller process is its function's.
+        next(iter(functions.values())).adopt_environment()
+    isolate = len(functions) > 1
+    delivery = EventDelivery(targets, lambda name, event: functions[name].invoke(event, isolate_environment=isolate))
+    batch = LocalBatch(
+        template, context,
+        aws_env=local_aws_environment(endpoint_url, context.region),
+        host=args.host, port=args.port, deliver=delivery, max_running=args.max_running,
+        log_dir=paths.state_dir() / "logs" / "batch",
+        # The image's PYTHONPATH: batch/Dockerfile copies layers/core/jobbridge to /opt/jobbridge.
+        python_path=[str(template.base_dir / "layers" / "core")],
+    )
+    _on_signals(batch.shutdown)
+    logger.info("local Batch on %s; events to %s", batch.endpoint_url, ", ".join(functions) or "nobody")
+    try:
+        batch.run()
+    finally:
+        delivery.close()
     return 0

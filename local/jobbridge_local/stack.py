@@ -35,7 +35,7 @@ from typing import IO, Callable, Protocol
 
 from . import paths, tokens
 from .invoke import function_environment
-from .motoserver import DEFAULT_HOST, MotoServer, configured_port, is_answering
+from .motoserver import DEFAULT_HOST, MotoServer, configured_port, free_port, is_answering
 from .resources import LocalResources, create_resources
 from .template import FUNCTION_TYPES, LocalContext, Template, load_template
 
@@ -48,6 +48,11 @@ STOP_GRACE_SECONDS = 10.0
 def configured_api_port() -> int:
     """``JOBBRIDGE_API_PORT`` or 8000 (docs/CONTRACTS.md, "Local stack")."""
     return int(os.environ.get("JOBBRIDGE_API_PORT") or DEFAULT_API_PORT)
+
+
+def configured_batch_port() -> int:
+    """``JOBBRIDGE_BATCH_PORT``, or 0: the local Batch API takes a free port (stack.json says which)."""
+    return int(os.environ.get("JOBBRIDGE_BATCH_PORT") or 0)
 
 
 class Component(Protocol):
@@ -139,6 +144,8 @@ class StackConfig:
     root: Path = field(default_factory=paths.project_root)
     # Child output to .jobbridge/local/logs/<name>.log instead of the terminal (moto always is).
     quiet: bool = False
+    # The local Batch API (jobbridge_local.local_batch); 0: a free port.
+    batch_port: int = field(default_factory=configured_batch_port)
     # Template parameter overrides (like `sam deploy --parameter-overrides`).
     parameters: dict[str, str] = field(default_factory=dict)
 
@@ -173,6 +180,8 @@ class StackInfo:
     stream_pollers: list[str]
     resources: dict
     pid: int = field(default_factory=os.getpid)
+    # The local Batch API (AWS_ENDPOINT_URL_BATCH of every function), when the template has job queues.
+    batch_endpoint_url: str | None = None
 
 
 class LocalStack:
@@ -183,6 +192,9 @@ class LocalStack:
         self.info: StackInfo | None = None
         self._stop = threading.Event()
         self._stopped = False
+        # Service-specific endpoints every child gets on top of AWS_ENDPOINT_URL (moto), e.g.
+        # AWS_ENDPOINT_URL_BATCH for the local Batch (botocore reads them per service).
+        self._local_endpoints: dict[str, str] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -227,6 +239,10 @@ class LocalStack:
         self.info = self._stack_info(template, resources, context, keys, pollers)
         paths.stack_file(cfg.root).write_text(json.dumps(asdict(self.info), indent=2) + "\n")
 
+        # Before the functions: their environment carries the local Batch's endpoint.
+        batch = self._local_batch_component(template, context, logs)
+        if batch is not None:
+            self._start(batch)
         self._start(self._api_component(template, context, keys, logs))
         for logical_id in pollers:
             self._start(self._poller_component(template, context, logical_id, logs))
@@ -275,7 +291,8 @@ class LocalStack:
             "JOBBRIDGE_JWT_ISSUER": tokens.ISSUER,
             "JOBBRIDGE_JWT_AUDIENCE": tokens.AUDIENCE,
         }
-        env = {**os.environ, **function_environment(spec, cfg.endpoint_url, overrides, context.region)}
+        env = {**os.environ, **self._local_endpoints,
+               **function_environment(spec, cfg.endpoint_url, overrides, context.region)}
         for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
             env.pop(name, None)
         env["PYTHONPATH"] = self._python_path(spec.code_dir, *spec.layer_dirs)
@@ -284,10 +301,30 @@ class LocalStack:
             "api", argv, env, cfg.root, self._child_log(logs, "api"), ready_url=cfg.api_url + "/openapi.json"
         )
 
+    def _local_batch_component(self, template: Template, context: LocalContext, logs: Path) -> Component | None:
+        """The local Batch (``jobbridge local batch``): the Batch API for the template's job queues,
+        containers as processes, state change events to the functions whose rules match."""
+        cfg = self.config
+        if not template.resources_of_type("AWS::Batch::JobQueue"):
+            return None
+        port = cfg.batch_port or free_port(cfg.host)
+        url = f"http://{cfg.host}:{port}"
+        self._local_endpoints["AWS_ENDPOINT_URL_BATCH"] = url
+        if self.info is not None:
+            self.info.batch_endpoint_url = url
+            paths.stack_file(cfg.root).write_text(json.dumps(asdict(self.info), indent=2) + "\n")
+        argv = [sys.executable, "-m", "jobbridge_local", "batch", "--endpoint-url", cfg.endpoint_url,
+                "--host", cfg.host, "--port", str(port)]
+        if cfg.parameters:
+            argv += ["--parameter-overrides", *(f"{k}={v}" for k, v in cfg.parameters.items())]
+        env = {**os.environ, "PYTHONPATH": self._python_path()}
+        return ProcessComponent("batch", argv, env, cfg.root, self._child_log(logs, "batch"),
+                                ready_url=url + "/_local/health")
+
     def _poller_component(self, template: Template, context: LocalContext, logical_id: str, logs: Path) -> Component:
         cfg = self.config
         spec = template.function_spec(logical_id, context)
-        env = {**os.environ, "PYTHONPATH": self._python_path(spec.code_dir, *spec.layer_dirs)}
+        env = {**os.environ, **self._local_endpoints, "PYTHONPATH": self._python_path(spec.code_dir, *spec.layer_dirs)}
         argv = [sys.executable, "-m", "jobbridge_local", "poll", logical_id, "--endpoint-url", cfg.endpoint_url]
         if cfg.parameters:
             argv += ["--parameter-overrides", *(f"{k}={v}" for k, v in cfg.parameters.items())]
