@@ -8,7 +8,7 @@ jobbridge_local ...`` does the same. Signal handling and logging set-up live her
     jobbridge local invoke FUNCTION --event FILE       like `sam local invoke`, without Docker
     jobbridge local resources [--endpoint-url URL]     create the template's resources in moto
     jobbridge local batch [--endpoint-url URL]         the local AWS Batch (run starts it)
-    jobbridge local poll FUNCTION [--endpoint-url URL] a function's stream trigger (run starts these)
+    jobbridge local poll FUNCTION [--endpoint-url URL] a function's stream/queue/schedule triggers (run starts these)
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_parameter_overrides(resources)
     resources.set_defaults(func=_resources)
 
-    poll = sub.add_parser("poll", help="run a function's DynamoDB stream trigger (what `run` starts)")
+    poll = sub.add_parser("poll", help="run a function's stream, queue and schedule triggers (what `run` starts)")
     poll.add_argument("function")
     poll.add_argument("--endpoint-url", default=None)
     _add_parameter_overrides(poll)
@@ -112,8 +112,11 @@ def _add_parameter_overrides(parser: argparse.ArgumentParser) -> None:
 
 
 def _parameters(args: argparse.Namespace) -> dict[str, str]:
+    # JOBBRIDGE_LOCAL_PARAMS="K=V,K2=V2" first (e.g. `JOBBRIDGE_LOCAL_PARAMS=WorkerTimeout=60 make run`),
+    # then --parameter-overrides, which win.
+    from_env = [item.strip() for item in os.environ.get("JOBBRIDGE_LOCAL_PARAMS", "").split(",") if item.strip()]
     parameters: dict[str, str] = {}
-    for item in args.parameter_overrides:
+    for item in [*from_env, *args.parameter_overrides]:
         key, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"--parameter-overrides takes KEY=VALUE, got {item!r}")
@@ -148,7 +151,7 @@ jobbridge local stack is up
   table         {info.table}
   stream        {info.stream_arn}
   Batch (local) {info.batch_endpoint_url or "-"}   (AWS_ENDPOINT_URL_BATCH)
-  pollers       {", ".join(info.stream_pollers) or "none"}
+  pollers       {", ".join(f"{name} ({'/'.join(kinds)})" for name, kinds in info.triggers.items()) or "none"}
   queues
 {queues}
   state         {stack.config.state_dir / "stack.json"}
@@ -228,10 +231,14 @@ def _resources(args: argparse.Namespace) -> int:
 
 
 def _poll(args: argparse.Namespace) -> int:
+    import boto3
+    from botocore.config import Config
+
     from .invoke import LocalFunction, default_endpoint_url
-    from .resources import client, describe_resources
-    from .stream_poller import StreamMapping, StreamPoller
+    from .resources import DUMMY_CREDENTIALS, client, describe_resources
+    from .schedule import DEFAULT_INTERVAL_SECONDS
     from .template import LocalContext, load_template
+    from .triggers import build_triggers
 
     endpoint_url = args.endpoint_url or default_endpoint_url()
     template = load_template()
@@ -241,35 +248,37 @@ def _poll(args: argparse.Namespace) -> int:
     function = LocalFunction.from_template(args.function, template, endpoint_url, context=context)
     # This process runs this one function, like its Lambda container: set its environment once.
     function.adopt_environment()
-    function_arn = f"arn:aws:lambda:{context.region}:{context.account_id}:function:{function.spec.function_name}"
 
-    sources = template.event_sources(args.function, "DynamoDB", context)
-    if not sources:
-        logger.error("%s has no DynamoDB stream event in template.yaml", function.spec.logical_id)
+    # Its triggers as template.yaml declares them: stream pollers, SQS pollers, schedule timers.
+    # One connection per concurrent long poll (botocore's pool holds 10 by default).
+    sqs = boto3.client("sqs", endpoint_url=endpoint_url, region_name=context.region,
+                       config=Config(max_pool_connections=100), **DUMMY_CREDENTIALS)
+    triggers = build_triggers(
+        function,
+        template,
+        context,
+        resources,
+        {"dynamodbstreams": client("dynamodbstreams", endpoint_url, context.region), "sqs": sqs},
+        schedule_interval_s=float(os.environ.get("JOBBRIDGE_SWEEP_INTERVAL_S") or DEFAULT_INTERVAL_SECONDS),
+        # Shorter than Lambda's 20 s so that stopping does not wait on an idle long poll; moto answers
+        # a long poll as soon as a message arrives either way.
+        sqs_wait_time_s=5,
+    )
+    if not triggers.pollers:
+        logger.error("%s has no stream, queue or schedule event in template.yaml", function.spec.logical_id)
         return 2
-    streams = client("dynamodbstreams", endpoint_url, context.region)
-    sqs = client("sqs", endpoint_url, context.region)
-    pollers = [
-        StreamPoller(
-            StreamMapping.from_event_source(source, function_arn),
-            invoke=lambda event: function.invoke(event, isolate_environment=False),
-            streams_client=streams,
-            sqs_client=sqs,
-            region=context.region,
-        )
-        for source in sources
-    ]
-    _on_signals(lambda: [p.shutdown() for p in pollers])
-    threads = [threading.Thread(target=p.run, name=f"poller-{i}") for i, p in enumerate(pollers)]
+    _on_signals(triggers.shutdown)
+    threads = [threading.Thread(target=p.run, name=f"poller-{i}") for i, p in enumerate(triggers.pollers)]
     for thread in threads:
         thread.start()
-    logger.info(
-        "%s: polling %s", function.spec.logical_id, ", ".join(p.mapping.stream_arn for p in pollers)
-    )
-    # join with a timeout so the main thread stays responsive to signals.
-    while any(t.is_alive() for t in threads):
-        for thread in threads:
-            thread.join(0.5)
+    logger.info("%s: %s", function.spec.logical_id, "; ".join(triggers.describe()))
+    try:
+        # join with a timeout so the main thread stays responsive to signals.
+        while any(t.is_alive() for t in threads):
+            for thread in threads:
+                thread.join(0.5)
+    finally:
+        triggers.close()
     return 0
 
 

@@ -2,9 +2,9 @@
 
 In order: moto server on loopback; the tables and queues of template.yaml; the local JWT keys;
 ``.jobbridge/local/stack.json``; the API under uvicorn; then one poller process per function
-with a DynamoDB stream trigger in template.yaml (today the bridge). Everything is a
-``Component`` with ``start``/``stop``/``is_alive``; later pieces (SQS pollers for the workers, a
-local Batch, an agent) are more components in the same list.
+with a DynamoDB stream, SQS or schedule trigger in template.yaml (jobbridge_local.triggers).
+Everything is a ``Component`` with ``start``/``stop``/``is_alive``; later pieces (a local Batch,
+an agent) are more components in the same list.
 
 Each function runs in its own process with its own environment, as each Lambda function has
 its own container: the API (``ApiFunction``'s environment, auth mode ``verify``) and each poller.
@@ -38,6 +38,7 @@ from .invoke import function_environment
 from .motoserver import DEFAULT_HOST, MotoServer, configured_port, free_port, is_answering
 from .resources import LocalResources, create_resources
 from .template import FUNCTION_TYPES, LocalContext, Template, load_template
+from .triggers import triggered_functions
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,13 @@ STOP_GRACE_SECONDS = 10.0
 def configured_api_port() -> int:
     """``JOBBRIDGE_API_PORT`` or 8000 (docs/CONTRACTS.md, "Local stack")."""
     return int(os.environ.get("JOBBRIDGE_API_PORT") or DEFAULT_API_PORT)
+
+
+def configured_functions() -> list[str] | None:
+    """``JOBBRIDGE_LOCAL_FUNCTIONS`` (comma-separated logical ids): only these functions' pollers
+    run, e.g. ``ApiFunction,BridgeFunction`` to leave messages in their queues. None: all."""
+    value = os.environ.get("JOBBRIDGE_LOCAL_FUNCTIONS")
+    return [name.strip() for name in value.split(",") if name.strip()] if value else None
 
 
 def configured_batch_port() -> int:
@@ -148,6 +156,8 @@ class StackConfig:
     batch_port: int = field(default_factory=configured_batch_port)
     # Template parameter overrides (like `sam deploy --parameter-overrides`).
     parameters: dict[str, str] = field(default_factory=dict)
+    # Functions whose triggers run (logical ids); None: every triggered function of the template.
+    functions: list[str] | None = field(default_factory=configured_functions)
 
     @property
     def endpoint_url(self) -> str:
@@ -180,6 +190,9 @@ class StackInfo:
     stream_pollers: list[str]
     resources: dict
     pid: int = field(default_factory=os.getpid)
+    # Every function with an emulated trigger -> its trigger types (DynamoDB, SQS, Schedule); each
+    # runs in a poller process of its own (jobbridge_local.triggers).
+    triggers: dict[str, list[str]] = field(default_factory=dict)
     # The local Batch API (AWS_ENDPOINT_URL_BATCH of every function), when the template has job queues.
     batch_endpoint_url: str | None = None
 
@@ -235,8 +248,15 @@ class LocalStack:
             endpoint_url=cfg.endpoint_url, attributes=resources.attributes(), parameters=cfg.parameters
         )
         keys = tokens.ensure_keypair(cfg.state_dir)
-        pollers = stream_triggered_functions(template)
-        self.info = self._stack_info(template, resources, context, keys, pollers)
+        # Derived from template.yaml: a function with a stream, queue or schedule event gets a poller
+        # process, so a function added to the template is part of `make run`.
+        triggers = {
+            name: kinds for name, kinds in triggered_functions(template).items()
+            if cfg.functions is None or name in cfg.functions
+        }
+        streams = [name for name in stream_triggered_functions(template) if name in triggers]
+        self.info = self._stack_info(template, resources, context, keys, streams)
+        self.info.triggers = triggers
         paths.stack_file(cfg.root).write_text(json.dumps(asdict(self.info), indent=2) + "\n")
 
         # Before the functions: their environment carries the local Batch's endpoint.
@@ -244,7 +264,7 @@ class LocalStack:
         if batch is not None:
             self._start(batch)
         self._start(self._api_component(template, context, keys, logs))
-        for logical_id in pollers:
+        for logical_id in triggers:
             self._start(self._poller_component(template, context, logical_id, logs))
         return self.info
 
