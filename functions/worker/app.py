@@ -5,7 +5,7 @@ raises goes back to the queue, the others are deleted by Lambda.
 https://docs.powertools.aws.dev/lambda/python/latest/utilities/batch/
 """
 
-from functools import lru_cache
+from functools import lru_cache, partial
 
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
@@ -37,11 +37,11 @@ def _worker() -> QueueWorker:
     return QueueWorker(runner, Queue(settings.queue_url(Route.LAMBDA)))
 
 
-def record_handler(record: SQSRecord, lambda_context):
+def record_handler(record: SQSRecord, lambda_context, invocation_s: float | None = None):
     message = JobMessage.model_validate_json(record.body)  # a malformed body raises: retried, then dead-lettered
     logger.append_keys(job_id=message.job_id, correlation_id=message.correlation_id)
     remaining_s = lambda_context.get_remaining_time_in_millis() / 1000
-    result = _worker().process(message, record.receipt_handle, remaining_s)
+    result = _worker().process(message, record.receipt_handle, remaining_s, invocation_s)
     metrics.add_metric(name=f"jobs_{result.outcome.value}", unit=MetricUnit.Count, value=1)
     return result.outcome.value
 
@@ -49,4 +49,7 @@ def record_handler(record: SQSRecord, lambda_context):
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 def handler(event, context):
-    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+    # The time a fresh invocation has: a job never gets more, so it is never handed back for more.
+    invocation_s = context.get_remaining_time_in_millis() / 1000
+    return process_partial_response(event=event, record_handler=partial(record_handler, invocation_s=invocation_s),
+                                    processor=processor, context=context)

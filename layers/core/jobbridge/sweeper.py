@@ -54,9 +54,12 @@ class Sweeper:
         for item in self.store.active_jobs(State.QUEUED, due):
             if item.get("dispatched_at"):
                 continue  # sent; waiting in its queue (private jobs may wait for an agent)
+            # The same message the bridge would send (dispatch.dispatch_of): with the expected
+            # runtime, or the Lambda worker would judge the job by its whole timeout.
             pending.append(Dispatch(record_id=item["job_id"], job_id=item["job_id"], route=Route(item["route"]),
                                     attempt=int(item.get("attempt", 0)), correlation_id=item.get("correlation_id"),
-                                    timeout_s=item.get("timeout_s")))
+                                    timeout_s=item.get("timeout_s"),
+                                    expected_runtime_s=(item.get("requirements") or {}).get("expected_runtime_s")))
             if len(pending) >= self.max_items:
                 break
         if not pending:

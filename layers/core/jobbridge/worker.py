@@ -5,6 +5,12 @@ A job that cannot finish in the invocation's remaining time is not started: its 
 visible again at once (visibility 0) for another invocation. A started job gets the remaining
 time less a margin as its budget, so the runner fails it as a retryable timeout before Lambda
 kills the invocation.
+
+What a job needs is capped at what a fresh invocation offers (``invocation_s``, the time the
+invocation had when it began): a job that may need more than the function's whole timeout (a
+timeout of 900 s on a 900 s worker) is started by a fresh invocation rather than handed back on
+every receive until its message is dead-lettered. It runs until the budget, then fails as a
+retryable Timeout like any job that outruns it.
 """
 
 from __future__ import annotations
@@ -36,13 +42,18 @@ class QueueWorker:
         self.queue = queue
         self.safety_margin_s = safety_margin_s
 
-    def process(self, message: JobMessage, receipt_handle: str, remaining_s: float) -> RunResult:
+    def process(self, message: JobMessage, receipt_handle: str, remaining_s: float,
+                invocation_s: float | None = None) -> RunResult:
+        """Run the job of one record with ``remaining_s`` left in the invocation, which had
+        ``invocation_s`` when it began (None: assume ``remaining_s``)."""
         budget = remaining_s - self.safety_margin_s
-        if message.time_needed_s > budget or budget <= 0:
+        fresh_budget = max(budget, (invocation_s if invocation_s is not None else remaining_s) - self.safety_margin_s)
+        needed = min(message.time_needed_s, fresh_budget)
+        if needed > budget or budget <= 0:
             self.queue.change_visibility(receipt_handle, 0)
             log.info("not enough time left to start; message returned",
                      extra={"job_id": message.job_id, "needed_s": message.time_needed_s, "budget_s": round(budget, 1)})
-            raise NotSettled(f"job {message.job_id} needs {message.time_needed_s}s, {budget:.0f}s left")
+            raise NotSettled(f"job {message.job_id} needs {needed:.0f}s, {budget:.0f}s left")
         result = self.runner.run(message.job_id, expected_attempt=message.attempt, time_budget_s=budget,
                                  correlation_id=message.correlation_id)
         if not result.outcome.acknowledges:
