@@ -5,12 +5,14 @@ in lazily built dependencies instead (https://mangum.fastapiexpert.com/lifespan/
 """
 
 from mangum import Mangum
+from mangum.adapter import DEFAULT_TEXT_MIME_TYPES
 
 from jobbridge.observability import get_logger
 from jobbridge_api.main import app
 
 logger = get_logger()
-_asgi = Mangum(app, lifespan="off")
+# Problem bodies are JSON text: without this Mangum would base64-encode them as binary.
+_asgi = Mangum(app, lifespan="off", text_mime_types=[*DEFAULT_TEXT_MIME_TYPES, "application/problem+json"])
 
 
 @logger.inject_lambda_context(correlation_id_path="requestContext.requestId", clear_state=True)
