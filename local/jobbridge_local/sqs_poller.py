@@ -332,11 +332,11 @@ def to_lambda_record(message: dict[str, Any], queue_arn: str, region: str) -> di
         "messageAttributes": {
             name: _message_attribute(value) for name, value in (message.get("MessageAttributes") or {}).items()
         },
-        "md5OfBody": message["MD5OfBody"],
     }
     if message.get("MD5OfMessageAttributes"):
         record["md5OfMessageAttributes"] = message["MD5OfMessageAttributes"]
-    record.update({"eventSource": "aws:sqs", "eventSourceARN": queue_arn, "awsRegion": region})
+    record.update({"md5OfBody": message["MD5OfBody"], "eventSource": "aws:sqs", "eventSourceARN": queue_arn,
+                   "awsRegion": region})
     return record
 
 
