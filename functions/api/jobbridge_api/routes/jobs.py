@@ -21,6 +21,13 @@ log = logging.getLogger("jobbridge.api")
 
 _KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
 
+# OpenAPI links: what a client (and a stateful fuzzer) can do next with the id a submit returns.
+# https://spec.openapis.org/oas/v3.1.0#link-object
+_JOB_LINKS = {
+    "GetJob": {"operationId": "get_job", "parameters": {"job_id": "$response.body#/job_id"}},
+    "CancelJob": {"operationId": "cancel_job", "parameters": {"job_id": "$response.body#/job_id"}},
+}
+
 
 @router.post(
     "",
@@ -28,6 +35,7 @@ _KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
     response_model=JobAccepted,
     responses={409: PROBLEM_RESPONSES[422] | {"description": "Idempotency-Key reused with another body"}},
     summary="Submit a job",
+    openapi_extra={"responses": {"202": {"links": _JOB_LINKS}}},
 )
 async def submit_job(
     body: JobCreate,
@@ -70,7 +78,8 @@ async def list_jobs(
     return JobPage(items=[JobSummary.of(j) for j in jobs], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobPublic, summary="Read a job: state, progress, result, history")
+@router.get("/{job_id}", response_model=JobPublic, summary="Read a job: state, progress, result, history",
+            operation_id="get_job")
 async def get_job(job_id: str, principal: PrincipalDep, store: StoreDep) -> JobPublic:
     if not is_job_id(job_id):
         raise JobNotFound(job_id)
@@ -83,6 +92,7 @@ async def get_job(job_id: str, principal: PrincipalDep, store: StoreDep) -> JobP
     response_model=JobPublic,
     responses={409: PROBLEM_RESPONSES[422] | {"description": "The job is already final"}},
     summary="Cancel a job: at once if queued, cooperatively if running",
+    operation_id="cancel_job",
 )
 async def cancel_job(job_id: str, principal: PrincipalDep, store: StoreDep, correlation: CorrelationDep) -> JobPublic:
     if not is_job_id(job_id):
