@@ -1,6 +1,8 @@
 """Pure ASGI middleware (no BaseHTTPMiddleware: it costs a task per request).
 
-- BodyLimit: a body over the limit is a 413 before any route parses it.
+- BodyLimit: a body over the limit is a 413 before any route parses it; a request line and headers
+  over 10 KiB are a 431, as API Gateway refuses them in AWS (uvicorn's httptools parser has no
+  limit of its own locally).
 - Correlation: every request has a correlation id (X-Correlation-Id, else API Gateway's request
   id, else a new one), echoed in the response and bound to the log lines.
 """
@@ -29,12 +31,25 @@ async def _send_problem(send: Send, status: int, slug: str, title: str, detail: 
     await send({"type": "http.response.body", "body": body})
 
 
+# API Gateway HTTP API: "Total combined size of request line and header values: 10240 bytes"
+# (https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-quotas.html).
+MAX_HEAD_BYTES = 10240
+
+
 class BodyLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, max_head_bytes: int = MAX_HEAD_BYTES) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_head_bytes = max_head_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            head = len(scope.get("raw_path") or scope.get("path", "").encode()) + len(scope.get("query_string", b""))
+            head += sum(len(name) + len(value) for name, value in scope.get("headers", []))
+            if head > self.max_head_bytes:
+                return await _send_problem(send, 431, "request-header-fields-too-large",
+                                           "Request header fields too large",
+                                           f"the request line and headers exceed {self.max_head_bytes} bytes", scope)
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
             return await self.app(scope, receive, send)
         for name, value in scope.get("headers", []):
