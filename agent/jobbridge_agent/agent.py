@@ -288,6 +288,8 @@ class Agent:
                                                                                      "body": body[:500]})
                 return
             slot.job_id = message.job_id
+            log.info("job received", extra={"job_id": message.job_id, "message_attempt": message.attempt,
+                                            "correlation_id": message.correlation_id})
             result = self._run(slot, message)
             self._after(slot, message, result)
         except Exception:  # noqa: BLE001 - never lose the thread silently; the message returns by itself
@@ -408,7 +410,12 @@ class Agent:
             while self.running and self._stop != FORCED and time.monotonic() < end:
                 time.sleep(0.1)
         if self._stop != FORCED:
-            receiver.join(max(0.0, stop_at + cfg.wait_s + 10 - time.monotonic()))
+            # A long poll in flight may still return messages: they are released at once if it
+            # returns within the grace period; otherwise they stay hidden for visibility_s.
+            receiver.join(max(0.0, min(stop_at + cfg.grace_s, stop_at + cfg.wait_s + 10) - time.monotonic()))
+            if receiver.is_alive():
+                log.info("a receive is still in flight; messages it returns stay hidden until their visibility lapses",
+                         extra={"visibility_s": cfg.message_visibility_s})
         else:
             end = time.monotonic() + 2.0
             while self.running and time.monotonic() < end:

@@ -312,9 +312,10 @@ class AgentApi:
         if status == 404:
             return JobNotFound(job_id)
         if status == 409:
-            if action == "claim":
-                return InvalidTransition(job_id, action, None, detail)
-            return StaleAttempt(job_id, action, None, detail)
+            # The server's reason (the state it found) is in the problem's detail: carried as is.
+            refused = (InvalidTransition if action == "claim" else StaleAttempt)(job_id, action, None)
+            refused.args = (f"the API refused {action}: {detail}",)
+            return refused
         if status in (401, 403):
             return NotAuthorized("api", f"{action}: HTTP {status}: {detail}")
         # 400/413/422: a request this client should not have made; retrying cannot help.

@@ -5,6 +5,7 @@ jobbridge_local ...`` does the same. Signal handling and logging set-up live her
 
     jobbridge local run [--tenant NAME] [--quiet]      moto + resources + API + pollers (make run)
     jobbridge local token --tenant NAME [--ttl S]      a JWT the local API accepts
+    jobbridge local token --agent ID [--ttl S]         an agent's JWT (the /agent routes only)
     jobbridge local invoke FUNCTION --event FILE       like `sam local invoke`, without Docker
     jobbridge local resources [--endpoint-url URL]     create the template's resources in moto
     jobbridge local batch [--endpoint-url URL]         the local AWS Batch (run starts it)
@@ -64,7 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_run)
 
     token = sub.add_parser("token", help="print a JWT for the local API")
-    token.add_argument("--tenant", required=True)
+    who = token.add_mutually_exclusive_group(required=True)
+    who.add_argument("--tenant", help="a tenant's token (the /jobs routes)")
+    who.add_argument("--agent", metavar="ID", help="an on-prem agent's token (the /agent routes), agent_id ID")
     token.add_argument("--ttl", type=int, default=tokens.DEFAULT_TTL_SECONDS, help="seconds (default 12 h)")
     token.add_argument("--sub", default=None, help="subject (default local-user@TENANT)")
     token.add_argument("--claim", action="append", default=[], metavar="NAME=VALUE", help="extra claim (repeatable)")
@@ -152,6 +155,7 @@ jobbridge local stack is up
   stream        {info.stream_arn}
   Batch (local) {info.batch_endpoint_url or "-"}   (AWS_ENDPOINT_URL_BATCH)
   pollers       {", ".join(f"{name} ({'/'.join(kinds)})" for name, kinds in info.triggers.items()) or "none"}
+  agents        {len(info.agents)} on the private queue, `jobbridge agent run --config` {", ".join(info.agents) or "-"}
   queues
 {queues}
   state         {stack.config.state_dir / "stack.json"}
@@ -180,6 +184,9 @@ def _token(args: argparse.Namespace) -> int:
         if not sep:
             raise SystemExit(f"--claim takes NAME=VALUE, got {item!r}")
         extra[name] = value
+    if args.agent:
+        print(tokens.issue_agent_token(args.agent, ttl=args.ttl))
+        return 0
     print(tokens.issue_token(args.tenant, ttl=args.ttl, subject=args.sub, extra_claims=extra))
     return 0
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import IO, Callable, Protocol
 
 from . import paths, tokens
+from .agents import LocalAgent, configured_agents, configured_concurrency, prepare_agent
 from .invoke import function_environment
 from .motoserver import DEFAULT_HOST, MotoServer, configured_port, free_port, is_answering
 from .resources import LocalResources, create_resources
@@ -158,6 +159,9 @@ class StackConfig:
     parameters: dict[str, str] = field(default_factory=dict)
     # Functions whose triggers run (logical ids); None: every triggered function of the template.
     functions: list[str] | None = field(default_factory=configured_functions)
+    # On-prem agents run as operators run them (jobbridge_local.agents); None: JOBBRIDGE_LOCAL_AGENTS.
+    agents: int | None = None
+    agent_concurrency: int = field(default_factory=configured_concurrency)
 
     @property
     def endpoint_url(self) -> str:
@@ -195,6 +199,8 @@ class StackInfo:
     triggers: dict[str, list[str]] = field(default_factory=dict)
     # The local Batch API (AWS_ENDPOINT_URL_BATCH of every function), when the template has job queues.
     batch_endpoint_url: str | None = None
+    # The local agents' config files (`jobbridge agent run --config FILE`).
+    agents: list[str] = field(default_factory=list)
 
 
 class LocalStack:
@@ -257,6 +263,9 @@ class LocalStack:
         streams = [name for name in stream_triggered_functions(template) if name in triggers]
         self.info = self._stack_info(template, resources, context, keys, streams)
         self.info.triggers = triggers
+        agent_count = configured_agents(cfg.functions) if cfg.agents is None else cfg.agents
+        local_agents = [self._prepare_agent(template, context, resources, index) for index in range(agent_count)]
+        self.info.agents = [str(agent.config_file) for agent in local_agents]
         paths.stack_file(cfg.root).write_text(json.dumps(asdict(self.info), indent=2) + "\n")
 
         # Before the functions: their environment carries the local Batch's endpoint.
@@ -266,6 +275,9 @@ class LocalStack:
         self._start(self._api_component(template, context, keys, logs))
         for logical_id in triggers:
             self._start(self._poller_component(template, context, logical_id, logs))
+        for agent in local_agents:
+            self._start(ProcessComponent(f"agent:{agent.agent_id}", agent.argv, agent.env, cfg.root,
+                                         self._child_log(logs, agent.agent_id)))
         return self.info
 
     def stop(self) -> None:
@@ -319,6 +331,16 @@ class LocalStack:
         argv = [sys.executable, "-m", "uvicorn", "jobbridge_api.main:app", "--host", cfg.host, "--port", str(cfg.api_port)]
         return ProcessComponent(
             "api", argv, env, cfg.root, self._child_log(logs, "api"), ready_url=cfg.api_url + "/openapi.json"
+        )
+
+    def _prepare_agent(self, template: Template, context: LocalContext, resources: LocalResources,
+                       index: int) -> LocalAgent:
+        cfg = self.config
+        return prepare_agent(
+            index, state_dir=cfg.state_dir, queue_url=resources.queue("PrivateQueue").url, api_url=cfg.api_url,
+            endpoint_url=cfg.endpoint_url, region=context.region, concurrency=cfg.agent_concurrency,
+            # the job types the API accepts: the same modules (template parameter JobModules)
+            job_modules=template.function_spec("ApiFunction", context).environment.get("JOBBRIDGE_JOB_MODULES", ""),
         )
 
     def _local_batch_component(self, template: Template, context: LocalContext, logs: Path) -> Component | None:
