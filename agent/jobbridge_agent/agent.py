@@ -177,7 +177,9 @@ class Agent:
             try:
                 self._registry = load_registry(cfg.job_modules)
             except ImportError as exc:
-                raise ConfigError(str(exc)) from None
+                raise ConfigError(f"job_modules: {exc.__cause__ or exc}") from None
+            except Exception as exc:  # noqa: BLE001 - an operator's module that fails to import
+                raise ConfigError(f"job_modules: importing them failed: {type(exc).__name__}: {exc}") from None
         region = cfg.resolved_region(self._session_region())
         if self._queue is None or self._poll_queue is None:
             sqs = self._sqs_client or self._client("sqs", region, read_timeout=5)

@@ -45,7 +45,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         agent.check()
     except ConfigError as exc:
-        log.error("bad configuration", extra={"error": str(exc)})
         print(f"jobbridge agent: {exc}", file=sys.stderr)
         return 2
     if args.command == "check":

@@ -131,7 +131,12 @@ def test_cli_unknown_job_module_is_a_configuration_error(monkeypatch: pytest.Mon
     code = cli.main(["check"])
     err = capsys.readouterr().err
     assert code == 2
-    assert "jobbridge agent: cannot import job module 'no_such_module_xyz'" in err
+    assert err.strip() == "jobbridge agent: job_modules: No module named 'no_such_module_xyz'"
+
+
+def test_the_example_config_loads() -> None:
+    config = load_config(Path(__file__).parents[2] / "agent" / "agent.example.toml", {})
+    assert config.auth == "iam" and config.resolved_region() == "eu-west-1"
 
 
 def test_runner_schedule_follows_the_configuration() -> None:
