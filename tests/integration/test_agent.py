@@ -255,3 +255,32 @@ def test_check_refuses_a_token_the_api_does_not_accept(world: World, tmp_path: P
 
 def test_an_unreachable_api_is_not_fatal(world: World) -> None:
     Agent(world.config(api_url=f"http://127.0.0.1:{free_port()}", api_max_attempts=1)).check()
+
+
+# --- the /agent routes: one agent cannot act on another's lease ------------------------------------------
+
+
+def test_another_agent_cannot_extend_settle_or_cancel_a_claimed_job(world: World) -> None:
+    from jobbridge.errors import StaleAttempt
+    from jobbridge.models import JobError
+    from jobbridge_agent.api import AgentApi, BearerToken
+
+    def api(agent_id: str) -> AgentApi:
+        return AgentApi(world.api_url, BearerToken(token=tokens.issue_agent_token(agent_id, state_dir=world.state_dir)),
+                        max_attempts=1)
+
+    owner, intruder = api("owner-agent"), api("intruder-agent")
+    job_id = world.submit("sleep", {"seconds": 60})
+    job = owner.claim(job_id, "ignored", 30, expected_attempt=0)
+    # when another agent, knowing the job and its attempt, calls every route
+    for call in (lambda: intruder.heartbeat(job_id, job.attempt, "x", 30),
+                 lambda: intruder.complete(job_id, job.attempt, {"forged": True}),
+                 lambda: intruder.fail(job_id, job.attempt, JobError(type="Forged", message="x")),
+                 lambda: intruder.acknowledge_cancel(job_id, job.attempt)):
+        with pytest.raises(StaleAttempt):
+            call()
+    # then the job is untouched, and its owner still holds it
+    current = world.job(job_id)
+    assert current["state"] == "RUNNING" and current["result"] is None and current["error"] is None
+    assert owner.heartbeat(job_id, job.attempt, "ignored", 30).state.value == "RUNNING"
+    assert owner.complete(job_id, job.attempt, {"ok": True}).state.value == "SUCCEEDED"

@@ -4,7 +4,7 @@ credentials and can touch only private jobs, only for the attempt it claimed.
 
     claim ─> 200 the job (params included) and a lease | 409 refused (drop the message)
     heartbeat ─> 200 {lease_owned, cancel_requested}   (lease_owned false: abandon the job)
-    complete | fail | cancelled ─> 200 the job | 409 fenced out (another attempt owns it)
+    complete | fail | cancelled ─> 200 the job | 409 fenced out (another attempt or agent owns it)
 """
 
 from __future__ import annotations
@@ -53,6 +53,15 @@ def _owner(agent) -> str:
     return f"agent:{agent.agent_id}"
 
 
+def _own_private_job(store, job_id: str, agent, action: str) -> Job:
+    """The job, if this agent holds its lease: another agent, even one that knows the attempt,
+    cannot extend, settle or cancel it (the write itself is fenced on the attempt)."""
+    job = _private_job(store, job_id)
+    if job.lease_owner is not None and job.lease_owner != _owner(agent):
+        raise StaleAttempt(job_id, action, job.state.value, "the lease belongs to another agent")
+    return job
+
+
 @router.post("/{job_id}/claim", response_model=AgentJob, summary="Claim a private job for this agent")
 async def claim(job_id: str, body: AgentClaim, agent: AgentDep, store: StoreDep, lifecycle: LifecycleDep,
                 settings: SettingsDep) -> AgentJob:
@@ -67,9 +76,9 @@ async def claim(job_id: str, body: AgentClaim, agent: AgentDep, store: StoreDep,
 @router.post("/{job_id}/heartbeat", response_model=AgentBeatAnswer, summary="Extend the lease, report progress")
 async def heartbeat(job_id: str, body: AgentHeartbeat, agent: AgentDep, store: StoreDep, lifecycle: LifecycleDep,
                     settings: SettingsDep) -> AgentBeatAnswer:
-    await run_in_threadpool(_private_job, store, job_id)
     lease = min(body.lease_s, settings.agent_lease_max_s)
     try:
+        await run_in_threadpool(_own_private_job, store, job_id, agent, "heartbeat")
         job = await run_in_threadpool(lifecycle.heartbeat, job_id, body.attempt, _owner(agent), lease, body.progress)
     except (StaleAttempt, InvalidTransition) as exc:
         log.info("heartbeat fenced", extra={"job_id": job_id, "agent_id": agent.agent_id, "reason": str(exc)})
@@ -81,14 +90,14 @@ async def heartbeat(job_id: str, body: AgentHeartbeat, agent: AgentDep, store: S
 @router.post("/{job_id}/complete", response_model=JobPublic, summary="Report the result")
 async def complete(job_id: str, body: AgentComplete, agent: AgentDep, store: StoreDep,
                    lifecycle: LifecycleDep) -> JobPublic:
-    await run_in_threadpool(_private_job, store, job_id)
+    await run_in_threadpool(_own_private_job, store, job_id, agent, "complete")
     job = await run_in_threadpool(lifecycle.complete, job_id, body.attempt, body.result)
     return JobPublic.of(job)
 
 
 @router.post("/{job_id}/fail", response_model=JobPublic, summary="Report a failure (retried per the job type's policy)")
 async def fail(job_id: str, body: AgentFail, agent: AgentDep, store: StoreDep, lifecycle: LifecycleDep) -> JobPublic:
-    job = await run_in_threadpool(_private_job, store, job_id)
+    job = await run_in_threadpool(_own_private_job, store, job_id, agent, "fail")
     settled = await run_in_threadpool(lifecycle.fail, job_id, body.attempt, body.error, job.max_attempts, job.type)
     return JobPublic.of(settled)
 
@@ -96,6 +105,6 @@ async def fail(job_id: str, body: AgentFail, agent: AgentDep, store: StoreDep, l
 @router.post("/{job_id}/cancelled", response_model=JobPublic, summary="Acknowledge a cancel: the job stopped")
 async def cancelled(job_id: str, body: AgentAttempt, agent: AgentDep, store: StoreDep,
                     lifecycle: LifecycleDep) -> JobPublic:
-    await run_in_threadpool(_private_job, store, job_id)
+    await run_in_threadpool(_own_private_job, store, job_id, agent, "cancel")
     job = await run_in_threadpool(lifecycle.acknowledge_cancel, job_id, body.attempt)
     return JobPublic.of(job)
