@@ -188,3 +188,28 @@ def test_the_checks_see_a_broken_role(monkeypatch, role):
         test_no_statement_grants_a_wildcard_action()
     with pytest.raises(AssertionError):
         test_only_the_agent_role_is_granted_to_consume_the_private_queue()
+
+
+# --- checkov's suppressions: each one explained, and each claim they make true -----------------------
+
+
+def test_every_checkov_suppression_gives_its_reason():
+    skips = [(lid, skip) for lid, res in resources().items()
+             for skip in ((res.get("Metadata") or {}).get("checkov") or {}).get("skip", [])]
+    assert skips, "no suppressions found: is the Metadata still read?"
+    for lid, skip in skips:
+        assert skip.get("id", "").startswith("CKV"), (lid, skip)
+        assert len(skip.get("comment", "").strip()) >= 40, f"{lid}: {skip.get('id')} suppressed without a reason"
+
+
+def test_what_the_encryption_suppressions_claim_holds():
+    for lid, res in resources().items():
+        ids = {s["id"] for s in ((res.get("Metadata") or {}).get("checkov") or {}).get("skip", [])}
+        props = res.get("Properties") or {}
+        if "CKV_AWS_27" in ids:
+            assert props.get("SqsManagedSseEnabled") is True, f"{lid} claims SSE-SQS"
+        if "CKV_AWS_119" in ids:
+            assert props["SSESpecification"]["SSEEnabled"] is True, f"{lid} claims SSE"
+        if "CKV_AWS_115" in ids and "ScalingConfig.MaximumConcurrency" in json.dumps(res["Metadata"]):
+            events = json.dumps(props.get("Events"))
+            assert "MaximumConcurrency" in events, f"{lid} claims a MaximumConcurrency"
