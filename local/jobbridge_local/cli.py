@@ -211,6 +211,12 @@ def _invoke(args: argparse.Namespace) -> int:
         overrides = {k: str(v) for k, v in (scoped if isinstance(scoped, dict) else data).items() if not isinstance(v, dict)}
     if overrides:
         function = LocalFunction(function.spec, function.endpoint_url, overrides, function.region)
+    from .paths import read_stack_file
+
+    state = read_stack_file() or {}
+    if state.get("batch_endpoint_url") and state.get("endpoint_url") == function.endpoint_url:
+        # Against the running stack, Batch calls reach its local Batch, as its functions' do.
+        os.environ.setdefault("AWS_ENDPOINT_URL_BATCH", state["batch_endpoint_url"])
     # Like `sam local invoke`: the function's own output (Powertools logs to stdout) goes to
     # stderr, so stdout is the response alone and can be piped to jq.
     with contextlib.redirect_stdout(sys.stderr):
