@@ -97,6 +97,7 @@ class ProcessExecutor:
         process = self.context.Process(target=child_main, args=(theirs, spec), name=f"job-{ctx.job_id}")
         process.start()
         theirs.close()
+        log.info("job process started", extra={"job_id": ctx.job_id, "attempt": ctx.attempt, "pid": process.pid})
         self._on_start(process.pid)
         try:
             return self._supervise(process, mine, ctx)

@@ -30,6 +30,7 @@ DEFAULT_CONCURRENCY = 4
 # the local agents drain well within that.
 LOCAL_GRACE_S = 4
 LOCAL_KILL_GRACE_S = 2
+AGENT_TOKEN_TTL_S = 30 * 24 * 3600
 
 
 def configured_agents(functions: list[str] | None = None) -> int:
@@ -68,7 +69,8 @@ def prepare_agent(index: int, *, state_dir: Path, queue_url: str, api_url: str, 
     directory = state_dir / "agents"
     directory.mkdir(parents=True, exist_ok=True)
     token_file = directory / f"{agent_id}.token"
-    _write_private(token_file, tokens.issue_agent_token(agent_id, state_dir=state_dir) + "\n")
+    # Valid for a month: a `make run` left running overnight keeps its agent (tenant tokens: 12 h).
+    _write_private(token_file, tokens.issue_agent_token(agent_id, ttl=AGENT_TOKEN_TTL_S, state_dir=state_dir) + "\n")
     settings: dict[str, Any] = {
         "queue_url": queue_url,
         "api_url": api_url,

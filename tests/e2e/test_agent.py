@@ -226,6 +226,21 @@ def test_kill_9_mid_job_a_fresh_agent_finishes_it_once_on_attempt_2(bare_stack: 
     assert job["result"] == {"slept_s": 6.0, "steps": 6}
 
 
+def test_a_killed_agent_leaves_no_job_process_behind(bare_stack: RunningStack, agents: Any) -> None:
+    agent = agents()
+    job_id = submit(bare_stack, "sleep", {"seconds": 300, "steps": 1})  # silent: it never writes to its pipe
+    wait_state(bare_stack, job_id, "RUNNING")
+    job_pid = wait_for(lambda: [l["pid"] for l in agent.lines() if l.get("message") == "job process started"], 30, 0.2,
+                       "the job process")[0]
+    assert _running(job_pid)
+    agent.signal(signal.SIGKILL)
+    agent.wait(10)
+    # the orphan notices its pipe closed and kills itself and its group, long before its 300 s
+    wait_for(lambda: not _running(job_pid), 30, 0.2, "the dead agent's job process to end")
+    with bare_stack.client("acme") as api:
+        api.post(f"/jobs/{job_id}/cancel")
+
+
 def test_a_frozen_agent_is_fenced_out_after_another_finished_its_job(bare_stack: RunningStack, agents: Any,
                                                                     sweeper: SweeperThread) -> None:
     stale = agents()
@@ -277,6 +292,14 @@ def test_a_second_signal_stops_at_once(bare_stack: RunningStack, agents: Any) ->
     assert job["state"] == "RUNNING" and job["attempt"] == 1  # not reported: its lease lapses
     with bare_stack.client("acme") as api:
         api.post(f"/jobs/{job_id}/cancel")
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 # --- the API goes away -------------------------------------------------------------------------------------
