@@ -316,6 +316,7 @@ class JobStore:
             add_attempt=True,
             event="claimed",
             detail=owner,
+            history_attempt=None if (expected_attempt is None or resume_own_lease) else expected_attempt + 1,
         )
 
     def heartbeat(
@@ -558,6 +559,7 @@ class JobStore:
         history: tuple[State, str, str | None] | None = None,
         add_attempt: bool = False,
         fenced_attempt: int | None = None,
+        history_attempt: int | None = None,
         tenant: str | None = None,
     ) -> Job:
         now = iso(self.clock())
@@ -575,6 +577,11 @@ class JobStore:
         if history is not None:
             state, event, detail = history
             entry: dict[str, Any] = {"at": now, "state": state.value, "event": event}
+            # The attempt the entry is about, where the writer knows it (a fenced write, or a
+            # claim of the message's attempt; a Batch takeover claim does not know it).
+            attempt = history_attempt if history_attempt is not None else fenced_attempt
+            if attempt is not None:
+                entry["attempt"] = attempt
             if detail:
                 entry["detail"] = detail
             parts.append("#history = list_append(if_not_exists(#history, :empty), :h)")
