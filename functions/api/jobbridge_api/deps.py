@@ -1,5 +1,12 @@
 """Dependencies of the routes, as ``Annotated`` types. Tests swap them through
-``app.dependency_overrides``. Everything is built once per process, on first use."""
+``app.dependency_overrides``. Everything is built once per process, on first use.
+
+They are ``async def`` although none of them awaits: FastAPI runs a plain ``def`` dependency in
+its thread pool, a thread hand-off each, and a submit resolves six of them. None blocks (cached
+objects, a claim read from the event or a token checked in memory; the first call's imports and
+the key file's one read happen once per process), so they run on the event loop. In the thread
+pool they made a warm POST /jobs cost about 40% more CPU (make bench, docs/PERFORMANCE.md).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +24,7 @@ from jobbridge.store import JobStore
 from .auth import AgentPrincipal, Principal, authenticate, authenticate_agent
 
 
-def settings_dep() -> Settings:
+async def settings_dep() -> Settings:
     return get_settings()
 
 
@@ -26,7 +33,7 @@ def _registry(modules: tuple[str, ...]) -> Registry:
     return load_registry(modules)
 
 
-def registry_dep(settings: Annotated[Settings, Depends(settings_dep)]) -> Registry:
+async def registry_dep(settings: Annotated[Settings, Depends(settings_dep)]) -> Registry:
     return _registry(settings.job_modules)
 
 
@@ -35,11 +42,11 @@ def _store(table_name: str, retention_days: int) -> JobStore:
     return JobStore(table_name, retention_days=retention_days)
 
 
-def store_dep(settings: Annotated[Settings, Depends(settings_dep)]) -> JobStore:
+async def store_dep(settings: Annotated[Settings, Depends(settings_dep)]) -> JobStore:
     return _store(settings.table_name, settings.retention_days)
 
 
-def service_dep(
+async def service_dep(
     store: Annotated[JobStore, Depends(store_dep)], registry: Annotated[Registry, Depends(registry_dep)]
 ) -> JobService:
     return JobService(store, registry)
@@ -57,21 +64,21 @@ def _queue_urls(settings: Settings):
     return {r: u for r, u in ((r, getattr(settings, f"queue_url_{r.value}")) for r in Route) if u}
 
 
-def dispatcher_dep(settings: Annotated[Settings, Depends(settings_dep)]) -> Dispatcher:
+async def dispatcher_dep(settings: Annotated[Settings, Depends(settings_dep)]) -> Dispatcher:
     return _dispatcher(settings)
 
 
-def principal_dep(request: Request, settings: Annotated[Settings, Depends(settings_dep)]) -> Principal:
+async def principal_dep(request: Request, settings: Annotated[Settings, Depends(settings_dep)]) -> Principal:
     principal = authenticate(request, settings)
     request.state.tenant = principal.tenant
     return principal
 
 
-def agent_dep(request: Request, settings: Annotated[Settings, Depends(settings_dep)]) -> AgentPrincipal:
+async def agent_dep(request: Request, settings: Annotated[Settings, Depends(settings_dep)]) -> AgentPrincipal:
     return authenticate_agent(request, settings)
 
 
-def lifecycle_dep(store: Annotated[JobStore, Depends(store_dep)], registry: Annotated[Registry, Depends(registry_dep)]):
+async def lifecycle_dep(store: Annotated[JobStore, Depends(store_dep)], registry: Annotated[Registry, Depends(registry_dep)]):
     from jobbridge.lifecycle import JobLifecycle
 
     return JobLifecycle(store, registry)
@@ -86,7 +93,7 @@ PrincipalDep = Annotated[Principal, Depends(principal_dep)]
 AgentDep = Annotated[AgentPrincipal, Depends(agent_dep)]
 
 
-def correlation_id(request: Request) -> str | None:
+async def correlation_id(request: Request) -> str | None:
     return getattr(request.state, "correlation_id", None)
 
 
