@@ -8,12 +8,15 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST := $(PY) -m pytest
 
-.PHONY: help install run test test-unit test-integration test-e2e check-template clean
+.PHONY: help install run test test-unit test-integration test-e2e check-template clean check-security fuzz soak
 
 help:
 	@echo "make run             start moto server, the API, the bridge and the workers on loopback"
 	@echo "make test            unit, integration and end-to-end tests"
 	@echo "make check-template  cfn-lint, sam validate --lint and sam build (no AWS account needed)"
+	@echo "make check-security  checkov over template.yaml: no finding left unexplained"
+	@echo "make fuzz            schemathesis, long run (FUZZ_EXAMPLES=1000)"
+	@echo "make soak            the local stack under faults and load (SOAK_ARGS=\"--jobs 2000 --fault-rate 0.05\")"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,8 +29,9 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/jobbridge local run
 
+# tests/security attacks the make-run API over HTTP; tests/fuzz is a short bounded schemathesis run.
 test: $(STAMP)
-	$(PYTEST) tests/unit tests/integration tests/e2e
+	$(PYTEST) tests/unit tests/integration tests/e2e tests/security tests/fuzz
 
 test-unit: $(STAMP)
 	$(PYTEST) tests/unit
@@ -40,6 +44,17 @@ test-e2e: $(STAMP)
 
 check-template:
 	bash scripts/check-template.sh
+
+check-security:
+	bash scripts/check-security.sh
+
+FUZZ_EXAMPLES ?= 1000
+fuzz: $(STAMP)
+	JOBBRIDGE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PYTEST) tests/fuzz -p no:cacheprovider --timeout 3600
+
+SOAK_ARGS ?=
+soak: $(STAMP)
+	$(PY) -m soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .aws-sam .jobbridge .pytest_cache

@@ -1,0 +1,420 @@
+"""The soak: submit jobs across the three routes through the API of a local stack whose processes
+inject faults into their AWS calls, let it drain, then account for every job from the table itself.
+
+Every submit carries an Idempotency-Key, so a job's id is known before the answer comes
+(``idempotent_job_id(tenant, key)``) and a retry after a 5xx or a timeout can never make a second
+job. A submit never answered definitively is resolved by listing its tenant's jobs.
+
+What must hold (the exit status): no accepted job without a final state after the drain (lost), no
+job with more than one final transition in its history (duplicate final), and no job in the table
+that no submit accounts for (unexpected).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from jobbridge.ids import idempotent_job_id
+
+from .stack import SoakStack
+
+FINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
+# Log lines of a write refused because another attempt owns the job (runner, API agent routes, agent).
+STALE_MARKERS = ("fenced out: another attempt owns the job", "heartbeat refused: lease lost", "heartbeat fenced",
+                 "lease lost; abandoning", "not the job's lease holder", "StaleAttempt")
+REDISPATCH_MARKER = "re-dispatched a job the stream missed"
+
+
+@dataclass
+class Plan:
+    """One logical submit: what is sent, and what it should end as."""
+
+    index: int
+    tenant: str
+    key: str
+    route: str  # lambda | batch | private
+    kind: str  # ok | fail | cancel
+    body: dict[str, Any]
+    cancel_after_s: float | None = None
+
+    @property
+    def job_id(self) -> str:
+        return idempotent_job_id(self.tenant, self.key)
+
+
+@dataclass
+class Outcome:
+    status: int | None = None  # the last answer's status; None: no answer (timeout, connection error)
+    attempts: int = 0
+    route: str | None = None
+    cancel_status: int | None = None
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+    @property
+    def rejected(self) -> bool:
+        return self.status is not None and 400 <= self.status < 500
+
+
+def make_plans(jobs: int, tenants: int, mix: dict[str, float], fail_fraction: float, cancel_fraction: float,
+               seed: int, run_id: str) -> list[Plan]:
+    rng = random.Random(seed)
+    routes, weights = zip(*mix.items())
+    plans = []
+    for i in range(jobs):
+        route = rng.choices(routes, weights)[0]
+        draw = rng.random()
+        kind = "fail" if draw < fail_fraction else "cancel" if draw < fail_fraction + cancel_fraction else "ok"
+        body: dict[str, Any]
+        if kind == "ok":
+            body = {"type": "echo", "params": {"i": i, "run": run_id}}
+        elif kind == "fail":
+            # Half retryable (retried with backoff, then FAILED), half not (FAILED at once).
+            body = {"type": "fail", "params": {"message": f"soak {i}", "retryable": rng.random() < 0.5}}
+        else:
+            body = {"type": "sleep", "params": {"seconds": 4.0, "steps": 8}}
+        body["target"] = "private" if route == "private" else "public"
+        if route == "batch":
+            body["requirements"] = {"gpu": True}  # public work that needs a GPU runs in AWS Batch
+        plans.append(Plan(i, f"soak-{i % tenants}", f"{run_id}-{i}", route, kind, body,
+                          cancel_after_s=rng.uniform(0.0, 6.0) if kind == "cancel" else None))
+    return plans
+
+
+class Submitter:
+    """Submits the plans from ``concurrency`` threads, retrying a 5xx or a timeout with the same key."""
+
+    def __init__(self, stack: SoakStack, plans: list[Plan], concurrency: int, retries: int = 3,
+                 timeout_s: float = 15.0) -> None:
+        self.stack = stack
+        self.plans = plans
+        self.concurrency = concurrency
+        self.retries = retries
+        self.timeout_s = timeout_s
+        self.outcomes: dict[int, Outcome] = {}
+        self.submitted_at: dict[int, float] = {}
+        self._tokens = {t: stack.token(t) for t in {p.tenant for p in plans}}
+        self._local = threading.local()
+        self._cancels: list[tuple[float, Plan]] = []
+        self._lock = threading.Lock()
+
+    def _client(self) -> httpx.Client:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = httpx.Client(base_url=self.stack.api_url, timeout=self.timeout_s)
+        return client
+
+    def _headers(self, plan: Plan, **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._tokens[plan.tenant]}", **extra}
+
+    def submit(self, plan: Plan) -> None:
+        outcome = Outcome()
+        self.submitted_at[plan.index] = time.time()
+        for attempt in range(1, self.retries + 2):
+            outcome.attempts = attempt
+            try:
+                response = self._client().post("/jobs", json=plan.body,
+                                               headers=self._headers(plan, **{"Idempotency-Key": plan.key}))
+                outcome.status = response.status_code
+                if response.status_code < 500:
+                    if response.status_code < 300:
+                        outcome.route = response.json().get("route")
+                    else:
+                        outcome.errors.append(response.text[:200])
+                    break
+                outcome.errors.append(f"{response.status_code}")
+            except httpx.HTTPError as exc:
+                outcome.status = None
+                outcome.errors.append(type(exc).__name__)
+            time.sleep(min(2.0, 0.2 * 2 ** attempt))
+        self.outcomes[plan.index] = outcome
+        if outcome.accepted and plan.cancel_after_s is not None:
+            with self._lock:
+                self._cancels.append((time.monotonic() + plan.cancel_after_s, plan))
+
+    def cancel_due(self, flush: bool = False) -> None:
+        now = time.monotonic()
+        with self._lock:
+            due = [(t, p) for t, p in self._cancels if flush or t <= now]
+            self._cancels = [(t, p) for t, p in self._cancels if not (flush or t <= now)]
+        for _, plan in due:
+            for _ in range(self.retries + 1):
+                try:
+                    response = self._client().post(f"/jobs/{plan.job_id}/cancel", headers=self._headers(plan))
+                except httpx.HTTPError:
+                    continue
+                self.outcomes[plan.index].cancel_status = response.status_code
+                if response.status_code < 500:
+                    break
+
+    def run(self) -> float:
+        started = time.monotonic()
+        stop = threading.Event()
+
+        def canceller() -> None:
+            while not stop.is_set():
+                self.cancel_due()
+                stop.wait(0.2)
+
+        thread = threading.Thread(target=canceller, daemon=True)
+        thread.start()
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            list(pool.map(self.submit, self.plans))
+        # Let the remaining cancels come due as planned (they are at most a few seconds out).
+        deadline = time.monotonic() + 10
+        while self._cancels and time.monotonic() < deadline:
+            time.sleep(0.2)
+        stop.set()
+        thread.join()
+        self.cancel_due(flush=True)
+        return time.monotonic() - started
+
+    def listed_ids(self, tenant: str) -> set[str]:
+        """Every job id the API lists for ``tenant`` (how an indeterminate submit is resolved)."""
+        ids: set[str] = set()
+        cursor = None
+        token = {"Authorization": f"Bearer {self._tokens[tenant]}"}
+        while True:
+            params = {"limit": 100, **({"cursor": cursor} if cursor else {})}
+            for _ in range(5):
+                try:
+                    response = self._client().get("/jobs", params=params, headers=token)
+                    if response.status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(1)
+            else:
+                raise RuntimeError(f"could not list the jobs of {tenant}")
+            page = response.json()
+            ids.update(item["job_id"] for item in page["items"])
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return ids
+
+
+def scan_table(stack: SoakStack) -> list[dict[str, Any]]:
+    from boto3.dynamodb.types import TypeDeserializer
+
+    ddb = stack.aws("dynamodb")
+    plain = TypeDeserializer()
+    items, start = [], None
+    while True:
+        page = ddb.scan(TableName=stack.info["table"], ConsistentRead=True,
+                        **({"ExclusiveStartKey": start} if start else {}))
+        items += [{k: plain.deserialize(v) for k, v in item.items()} for item in page["Items"]]
+        start = page.get("LastEvaluatedKey")
+        if not start:
+            return items
+
+
+def drain(stack: SoakStack, expected: set[str], timeout_s: float, progress: Any = None) -> tuple[list[dict[str, Any]], float]:
+    """Wait until every expected job is final (or the timeout); returns the table and the time taken."""
+    started = time.monotonic()
+    while True:
+        if stack.process.poll() is not None:
+            raise RuntimeError(f"the stack stopped during the soak (exit {stack.process.returncode}); "
+                               f"see {stack.state_dir / 'stack.log'} and {stack.logs}")
+        items = scan_table(stack)
+        final = sum(1 for i in items if i["job_id"] in expected and i.get("state") in FINAL)
+        if progress:
+            progress(f"drain: {final}/{len(expected)} final after {time.monotonic() - started:.0f}s")
+        if final >= len(expected) or time.monotonic() - started > timeout_s:
+            return items, time.monotonic() - started
+        time.sleep(3)
+
+
+def _parse(ts: str) -> datetime:
+    return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(round(q / 100 * len(ordered) + 0.5)) - 1))]
+
+
+def _count_log_lines(logs: Path, markers: tuple[str, ...]) -> int:
+    total = 0
+    for path in logs.glob("*.log"):
+        with path.open(errors="replace") as fh:
+            for line in fh:
+                if any(m in line for m in markers):
+                    total += 1
+    return total
+
+
+def _fault_totals(directory: Path) -> dict[str, Any]:
+    injected: Counter[str] = Counter()
+    calls: Counter[str] = Counter()
+    processes = 0
+    for path in directory.glob("*.json"):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        processes += 1
+        injected.update(data.get("counts", {}))
+        calls.update(data.get("calls", {}))
+    return {"processes": processes, "injected": dict(sorted(injected.items())), "calls": dict(sorted(calls.items()))}
+
+
+def report(stack: SoakStack, plans: list[Plan], submitter: Submitter, items: list[dict[str, Any]],
+           config: dict[str, Any], submit_s: float, drain_s: float, drained: bool) -> dict[str, Any]:
+    outcomes = submitter.outcomes
+    by_id = {i["job_id"]: i for i in items}
+    expected_ids = {p.job_id: p for p in plans}
+    accepted = [p for p in plans if outcomes[p.index].accepted]
+    rejected = [p for p in plans if outcomes[p.index].rejected]
+    indeterminate = [p for p in plans if not outcomes[p.index].accepted and not outcomes[p.index].rejected]
+    found_by_listing = []
+    for tenant in sorted({p.tenant for p in indeterminate}):
+        listed = submitter.listed_ids(tenant)
+        found_by_listing += [p for p in indeterminate if p.tenant == tenant and p.job_id in listed]
+    owed = accepted + found_by_listing  # every job the system owes a final state
+    lost = [p.job_id for p in owed if by_id.get(p.job_id, {}).get("state") not in FINAL]
+    unexpected = sorted(set(by_id) - set(expected_ids))
+    # A rejected submit must have made nothing; a job of one must be reported too.
+    made_by_rejected = [p.job_id for p in rejected if p.job_id in by_id]
+
+    final_by_state: Counter[str] = Counter()
+    duplicate_final = []
+    executions = []
+    latencies = []
+    wrong_final: Counter[str] = Counter()
+    sweeper_lease_recoveries = 0
+    dead_lettered = 0
+    for plan in owed:
+        item = by_id.get(plan.job_id)
+        if not item:
+            continue
+        history = item.get("history") or []
+        finals = [h for h in history if h.get("state") in FINAL]
+        if len(finals) > 1:
+            duplicate_final.append(plan.job_id)
+        executions.append(sum(1 for h in history if h.get("event") == "claimed"))
+        sweeper_lease_recoveries += sum(1 for h in history if h.get("event") == "lease_expired")
+        state = item.get("state")
+        if state in FINAL:
+            final_by_state[state] += 1
+            latencies.append((_parse(item["finished_at"]) - _parse(item["created_at"])).total_seconds())
+            intended = {"ok": {"SUCCEEDED"}, "fail": {"FAILED"}, "cancel": {"CANCELLED", "SUCCEEDED"}}[plan.kind]
+            if state not in intended:
+                wrong_final[f"{plan.kind}->{state}"] += 1
+        if (item.get("error") or {}).get("type") == "DeadLettered":
+            dead_lettered += 1
+    routes = Counter(by_id[p.job_id]["route"] for p in owed if p.job_id in by_id)
+    route_final: dict[str, dict[str, int]] = {}
+    for plan in owed:
+        item = by_id.get(plan.job_id)
+        if item:
+            route_final.setdefault(item["route"], Counter())[item.get("state")] += 1
+
+    sqs = stack.aws("sqs")
+    dlq_messages = 0
+    for logical_id, url in stack.info["queues"].items():
+        if logical_id.endswith("DLQ"):
+            attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages",
+                                                                            "ApproximateNumberOfMessagesNotVisible"])
+            dlq_messages += sum(int(v) for v in attrs["Attributes"].values())
+
+    result = {
+        "submitted": len(plans),
+        "accepted": len(accepted),
+        "rejected": len(rejected),
+        "indeterminate": len(indeterminate),
+        "indeterminate_found_by_listing": len(found_by_listing),
+        "submit_retries": sum(outcomes[p.index].attempts - 1 for p in plans),
+        "owed_final": len(owed),
+        "final_by_state": dict(sorted(final_by_state.items())),
+        "final_by_route": {r: dict(sorted(c.items())) for r, c in sorted(route_final.items())},
+        "jobs_by_route": dict(sorted(routes.items())),
+        "lost": len(lost),
+        "duplicate_final": len(duplicate_final),
+        "unexpected": len(unexpected) + len(made_by_rejected),
+        "final_not_as_intended": dict(sorted(wrong_final.items())),
+        "executions_per_job_mean": round(statistics.fmean(executions), 3) if executions else None,
+        "executions_per_job_max": max(executions) if executions else None,
+        "stale_writes_rejected": _count_log_lines(stack.logs, STALE_MARKERS),
+        "sweeper_recoveries": sweeper_lease_recoveries + _count_log_lines(stack.logs, (REDISPATCH_MARKER,)),
+        "sweeper_lease_recoveries": sweeper_lease_recoveries,
+        "dlq_messages": dlq_messages,
+        "dead_lettered_jobs": dead_lettered,
+        "p50_submit_to_final_s": _round(_percentile(latencies, 50)),
+        "p95_submit_to_final_s": _round(_percentile(latencies, 95)),
+        "p99_submit_to_final_s": _round(_percentile(latencies, 99)),
+        "submit_phase_s": round(submit_s, 1),
+        "drain_s": round(drain_s, 1),
+        "drained": drained,
+        "faults": _fault_totals(stack.state_dir / "faults"),
+        "config": config,
+        "examples": {"lost": lost[:10], "duplicate_final": duplicate_final[:10], "unexpected": unexpected[:10],
+                     "made_by_rejected": made_by_rejected[:10],
+                     "rejected": [outcomes[p.index].errors[-1:] for p in rejected[:5]]},
+    }
+    result["ok"] = result["lost"] == 0 and result["duplicate_final"] == 0 and result["unexpected"] == 0
+    return result
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def table(result: dict[str, Any]) -> str:
+    faults = result["faults"]["injected"]
+    rows = [
+        ("submitted", result["submitted"]),
+        ("accepted (2xx)", result["accepted"]),
+        ("rejected (4xx)", result["rejected"]),
+        ("indeterminate (5xx or timeout)", f"{result['indeterminate']} (found by listing: "
+                                           f"{result['indeterminate_found_by_listing']})"),
+        ("submit retries (same key)", result["submit_retries"]),
+        ("final by state", ", ".join(f"{k} {v}" for k, v in result["final_by_state"].items()) or "-"),
+        ("final by route", "; ".join(f"{r}: " + ", ".join(f"{k} {v}" for k, v in c.items())
+                                     for r, c in result["final_by_route"].items()) or "-"),
+        ("final not as intended", ", ".join(f"{k} {v}" for k, v in result["final_not_as_intended"].items()) or "0"),
+        ("LOST (accepted, not final)", result["lost"]),
+        ("DUPLICATE final states", result["duplicate_final"]),
+        ("UNEXPECTED jobs", result["unexpected"]),
+        ("executions per job (mean / max)", f"{result['executions_per_job_mean']} / {result['executions_per_job_max']}"),
+        ("stale writes rejected", result["stale_writes_rejected"]),
+        ("sweeper recoveries (leases / re-dispatches)",
+         f"{result['sweeper_recoveries']} ({result['sweeper_lease_recoveries']} / "
+         f"{result['sweeper_recoveries'] - result['sweeper_lease_recoveries']})"),
+        ("DLQ messages / dead-lettered jobs", f"{result['dlq_messages']} / {result['dead_lettered_jobs']}"),
+        ("submit->final p50 / p95 / p99 (s)", f"{result['p50_submit_to_final_s']} / {result['p95_submit_to_final_s']} / "
+                                              f"{result['p99_submit_to_final_s']}"),
+        ("submit phase / drain (s)", f"{result['submit_phase_s']} / {result['drain_s']}"
+                                     + ("" if result["drained"] else " (drain timed out)")),
+        ("faults injected", f"{sum(faults.values())} in {result['faults']['processes']} processes"),
+    ]
+    rows += [(f"  {name}", count) for name, count in faults.items()]
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{'':-<{width + 30}}", *(f"{name:<{width}}  {value}" for name, value in rows), f"{'':-<{width + 30}}",
+             "PASS: nothing lost, nothing final twice, nothing unexpected" if result["ok"]
+             else "FAIL: " + ", ".join(k for k in ("lost", "duplicate_final", "unexpected") if result[k])]
+    return "\n".join(lines)
+
+
+def write(result: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+
+
+__all__ = ["Plan", "Submitter", "make_plans", "drain", "report", "table", "write", "asdict"]
