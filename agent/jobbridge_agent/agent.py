@@ -86,12 +86,18 @@ class MessageLease:
         self._extended_at = clock()  # the receive set the visibility
 
     def claim(self, job_id: str, owner: str, lease_s: float, expected_attempt: int | None = None) -> Job:
-        return self.api.claim(job_id, owner, lease_s, expected_attempt)
+        try:
+            return self.api.claim(job_id, owner, lease_s, expected_attempt)
+        except NotAuthorized as exc:
+            _refused(job_id, exc)
+            raise
 
     def heartbeat(self, job_id: str, attempt: int, owner: str, lease_s: float, progress: Progress | None = None) -> Job:
         try:
             job = self.api.heartbeat(job_id, attempt, owner, lease_s, progress)
-        except DependencyUnavailable:
+        except DependencyUnavailable as exc:
+            if isinstance(exc, NotAuthorized):
+                _refused(job_id, exc)
             self.extend(job_id)
             raise
         self.extend(job_id)
@@ -121,6 +127,12 @@ class MessageLease:
             return False
         self._extended_at = now
         return True
+
+
+def _refused(job_id: str, exc: NotAuthorized) -> None:
+    # Not an outage: the credential expired or was revoked. Jobs wait (nothing is lost), but an
+    # operator has to act: say so loudly.
+    log.error("the API refused the agent's credential", extra={"job_id": job_id, "error": exc.detail})
 
 
 class Agent:

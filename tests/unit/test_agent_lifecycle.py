@@ -322,7 +322,7 @@ def test_unreachable_api_returns_the_message_later_and_pauses_receiving(make_age
     wait_until(lambda: any(r == receipt for r, _ in queue.visibility))
     (_, seconds), = [v for v in queue.visibility if v[0] == receipt]
     assert seconds >= 1 and receipt not in queue.deleted
-    assert agent._api_retry_at > time.monotonic() - 1  # receiving pauses until then
+    assert agent._api_failures >= 1 and agent._api_retry_at > 0  # receiving pauses for a backoff
 
 
 # --- shutdown drains ------------------------------------------------------------------------------
@@ -402,3 +402,16 @@ def test_message_lease_extends_through_an_api_outage_but_not_after_a_lost_lease(
     with pytest.raises(StaleAttempt):
         lease.heartbeat("job-2", 1, "o", 60)
     assert queue.visibility == [("rh-2", 60)]
+
+
+def test_a_refused_credential_is_logged_as_an_error_and_the_job_runs_on(caplog: pytest.LogCaptureFixture) -> None:
+    from jobbridge_agent.api import NotAuthorized
+
+    queue, api, clock = FakeQueue(), FakeApi(), Clock()
+    lease = MessageLease(api, queue, "rh-3", visibility_s=60, min_interval_s=1.0, clock=clock)
+    api.heartbeat = lambda *a, **k: (_ for _ in ()).throw(NotAuthorized("api", "heartbeat: HTTP 401"))  # type: ignore[method-assign]
+    clock.now = 5.0
+    with caplog.at_level("ERROR", logger="jobbridge_agent"), pytest.raises(DependencyUnavailable):
+        lease.heartbeat("job-3", 1, "o", 60)
+    assert [r.message for r in caplog.records if r.levelname == "ERROR"] == ["the API refused the agent's credential"]
+    assert queue.visibility == [("rh-3", 60)]  # an outage of sorts: the message stays hidden meanwhile
