@@ -193,6 +193,9 @@ class SqsPoller:
                 # The emulator restarting or a throttle: Lambda's pollers back off and retry too.
                 logger.exception("polling %s failed; retrying", self.mapping.queue_url)
                 self._stop.wait(self.error_backoff_s)
+            except Exception:  # noqa: BLE001 - a bug here must not silently end this consumer
+                logger.exception("SQS poller for %s failed; retrying", self.mapping.queue_url)
+                self._stop.wait(self.error_backoff_s)
 
     # -- one cycle ----------------------------------------------------------------------------
 
