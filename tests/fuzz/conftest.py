@@ -25,13 +25,7 @@ from jobbridge import aws
 from jobbridge.config import Settings, get_settings
 from jobbridge.models import Route
 
-ISSUER = "jobbridge-fuzz"
-AUDIENCE = "jobbridge"
-REGION = "us-east-1"
-
-
-def fuzz_examples(default: int = 25) -> int:
-    return int(os.environ.get("JOBBRIDGE_FUZZ_EXAMPLES") or default)
+from fuzz_support import AUDIENCE, ISSUER, REGION, fuzz_examples, make_token  # noqa: F401
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -91,10 +85,3 @@ def fuzz_settings(tmp_path_factory: pytest.TempPathFactory, signing_key: rsa.RSA
         )
 
 
-def make_token(key: rsa.RSAPrivateKey, tenant: str = "fuzz", audience: str = AUDIENCE, **claims: Any) -> str:
-    now = int(time.time())
-    payload = {"sub": "fuzzer", "iss": ISSUER, "aud": audience, "iat": now, "exp": now + 3600, "tenant": tenant, **claims}
-    return jwt.encode(payload, key, algorithm="RS256")
-
-
-__all__ = ["fuzz_examples", "make_token", "Route"]

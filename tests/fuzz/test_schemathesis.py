@@ -25,7 +25,7 @@ from jobbridge.config import Settings
 from jobbridge_api import deps
 from jobbridge_api.main import create_app
 
-from conftest import fuzz_examples, make_token
+from fuzz_support import fuzz_examples, make_token
 
 PROBLEM_FIELDS = ("type", "title", "status", "detail")
 # The short run in `make test` repeats the same examples every time (no flakes in CI); the long run

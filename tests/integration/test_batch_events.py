@@ -4,6 +4,8 @@ container (a real ``python -m jobbridge.batch_entrypoint`` process) is killed be
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import copy
 import time
 from typing import Any, Callable
@@ -11,7 +13,7 @@ from typing import Any, Callable
 import boto3
 import pytest
 
-from conftest import template
+from jobbridge_local.template import load_template
 from events import load_event
 from jobbridge.batch import batch_job_name, batch_owner
 from jobbridge.models import JobCreate, State
@@ -20,6 +22,9 @@ from jobbridge.service import JobService
 from jobbridge_local.invoke import LambdaContext, load_handler, local_aws_environment
 from jobbridge_local.local_batch import LocalBatch
 from jobbridge_local.resources import DUMMY_CREDENTIALS
+
+# One parse of template.yaml per module (not imported from conftest: module names must stay unique).
+template = lru_cache(maxsize=1)(load_template)
 
 pytestmark = pytest.mark.integration
 

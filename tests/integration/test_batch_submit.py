@@ -5,6 +5,8 @@ the Batch jobs stay RUNNABLE for the test to read back over the Batch API."""
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import dataclasses
 import json
 from typing import Any, Iterator
@@ -12,7 +14,7 @@ from typing import Any, Iterator
 import boto3
 import pytest
 
-from conftest import template
+from jobbridge_local.template import load_template
 from events import load_event
 from jobbridge.models import JobCreate, Route, State
 from jobbridge.registry import load_registry
@@ -20,6 +22,9 @@ from jobbridge.service import JobService
 from jobbridge_local.invoke import LambdaContext, load_handler
 from jobbridge_local.local_batch import LocalBatch
 from jobbridge_local.resources import DUMMY_CREDENTIALS
+
+# One parse of template.yaml per module (not imported from conftest: module names must stay unique).
+template = lru_cache(maxsize=1)(load_template)
 
 pytestmark = pytest.mark.integration
 
