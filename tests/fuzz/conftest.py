@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
 import boto3
-import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -23,9 +21,8 @@ from moto import mock_aws
 
 from jobbridge import aws
 from jobbridge.config import Settings, get_settings
-from jobbridge.models import Route
 
-from fuzz_support import AUDIENCE, ISSUER, REGION, fuzz_examples, make_token  # noqa: F401
+from fuzz_support import AUDIENCE, ISSUER, REGION
 
 
 @pytest.fixture(scope="module", autouse=True)
