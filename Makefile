@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST := $(PY) -m pytest
 
-.PHONY: help install run test test-unit test-integration test-e2e check-template clean check-security fuzz soak
+.PHONY: help install run test test-unit test-integration test-e2e check-template clean check-security fuzz soak bench bench-quick
 
 help:
 	@echo "make run             start moto server, the API, the bridge and the workers on loopback"
@@ -17,6 +17,8 @@ help:
 	@echo "make check-security  checkov over template.yaml: no finding left unexplained"
 	@echo "make fuzz            schemathesis, long run (FUZZ_EXAMPLES=1000)"
 	@echo "make soak            the local stack under faults and load (SOAK_ARGS=\"--jobs 2000 --fault-rate 0.05\")"
+	@echo "make bench           cold starts, hot path, AWS calls and cost per job, latency and CPU vs Celery (< 15 min)"
+	@echo "make bench-quick     the same, fewer runs and jobs (about 5 min)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,6 +57,18 @@ fuzz: $(STAMP)
 SOAK_ARGS ?=
 soak: $(STAMP)
 	$(PY) -m soak $(SOAK_ARGS)
+
+# make bench: one table, every figure beside its baseline (docs/PERFORMANCE.md); bench/results.json.
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(PY) -m pip install -q -e '.[bench]'
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(PY) -m bench
+
+bench-quick: $(BENCH_STAMP)
+	$(PY) -m bench --quick
 
 clean:
 	rm -rf $(VENV) .aws-sam .jobbridge .pytest_cache
