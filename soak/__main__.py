@@ -75,13 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--agents", type=int, default=1)
     parser.add_argument("--agent-concurrency", type=int, default=4)
     parser.add_argument("--drain-timeout", type=float, default=None,
-                        help="seconds to wait for every job to end (default 300 + 0.5 per job)")
+                        help="seconds to wait for every job to end (default 300 + 1 per job)")
     parser.add_argument("--state-dir", type=Path, default=None, help="keep the stack's state and logs here")
     parser.add_argument("--out", type=Path, default=ROOT / "soak" / "last.json")
     args = parser.parse_args(argv)
 
     if args.drain_timeout is None:
-        args.drain_timeout = 300.0 + 0.5 * args.jobs
+        args.drain_timeout = 300.0 + 1.0 * args.jobs
     faults = args.faults if args.faults is not None else default_faults(args.fault_rate)
     run_id = f"soak{uuid.uuid4().hex[:8]}"
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}

@@ -240,7 +240,7 @@ def drain(stack: SoakStack, expected: set[str], timeout_s: float, progress: Any 
             progress(f"drain: {final}/{len(expected)} final after {time.monotonic() - started:.0f}s")
         if final >= len(expected) or time.monotonic() - started > timeout_s:
             return scan_table(stack), time.monotonic() - started
-        time.sleep(5)
+        time.sleep(15)  # every scan is work for the emulator the stack is waiting on
 
 
 def _parse(ts: str) -> datetime:
