@@ -31,9 +31,10 @@ from jobbridge.ids import idempotent_job_id
 from .stack import SoakStack
 
 FINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
-# Log lines of a write refused because another attempt owns the job (runner, API agent routes, agent).
+# Log lines of a write the conditions refused: fenced out by a newer attempt (runner, API agent routes,
+# agent), or a settle that found the job already final (its own earlier write, answered too late).
 STALE_MARKERS = ("fenced out: another attempt owns the job", "heartbeat refused: lease lost", "heartbeat fenced",
-                 "lease lost; abandoning", "not the job's lease holder", "StaleAttempt")
+                 "lease lost; abandoning", "the lease belongs to another", "job settled elsewhere")
 REDISPATCH_MARKER = "re-dispatched a job the stream missed"
 
 
@@ -256,7 +257,7 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 def _count_log_lines(logs: Path, markers: tuple[str, ...]) -> int:
     total = 0
-    for path in logs.glob("*.log"):
+    for path in logs.rglob("*.log"):  # the Batch containers' logs are in logs/batch/
         with path.open(errors="replace") as fh:
             for line in fh:
                 if any(m in line for m in markers):
