@@ -232,3 +232,77 @@ def test_a_claim_whose_response_was_lost_is_refused_not_doubled(fresh_stack):
     # The first attempt's claim took effect once: one attempt, one "claimed" entry in the history.
     assert (after.state, after.attempt) == (State.RUNNING, 1)
     assert [h.state for h in after.history] == [State.QUEUED, State.RUNNING]
+
+
+# --- the runner's settle under lost answers: still exactly one final state ------------------------------
+
+
+class _SplitLifecycle:
+    """Claims and heartbeats through one lifecycle, settles through another (the faulted one), so a
+    fault rule on UpdateItem hits the settle and not the claim."""
+
+    def __init__(self, plain, faulted) -> None:
+        self.plain, self.faulted = plain, faulted
+
+    def claim(self, *a, **kw):
+        return self.plain.claim(*a, **kw)
+
+    def heartbeat(self, *a, **kw):
+        return self.plain.heartbeat(*a, **kw)
+
+    def complete(self, *a, **kw):
+        return self.faulted.complete(*a, **kw)
+
+    def fail(self, *a, **kw):
+        return self.faulted.fail(*a, **kw)
+
+    def acknowledge_cancel(self, *a, **kw):
+        return self.faulted.acknowledge_cancel(*a, **kw)
+
+
+def _run_with_faulted_settle(stack, spec: str, job_type: str = "echo", params: dict | None = None):
+    from jobbridge.lifecycle import JobLifecycle
+    from jobbridge.registry import load_registry
+    from jobbridge.runner import Runner, RunnerConfig
+
+    registry = load_registry()
+    plain = JobStore(stack.table_name, client=_client(stack.endpoint_url, "dynamodb"))
+    job = _job().model_copy(update={"type": job_type, "params": params or {"x": 1}})
+    plain.create(job)
+    with FaultInjector.from_spec(spec) as faults:
+        faulted = JobStore(stack.table_name, client=_client(stack.endpoint_url, "dynamodb"))
+        runner = Runner(_SplitLifecycle(JobLifecycle(plain, registry), JobLifecycle(faulted, registry)), registry,
+                        RunnerConfig(owner="test", heartbeat_s=30, settle_retries=2), sleep=lambda s: None)
+        result = runner.run(job.job_id, expected_attempt=0)
+    return result, plain.get(job.job_id), faults
+
+
+def _finals(job: Job) -> list[State]:
+    return [h.state for h in job.history if h.state.is_final]
+
+
+def test_a_completion_whose_answer_is_lost_settles_once(fresh_stack):
+    from jobbridge.runner import Outcome
+
+    result, job, faults = _run_with_faulted_settle(fresh_stack, "dynamodb.UpdateItem:timeout_final=1/1")
+    assert faults.counts == {"dynamodb.UpdateItem:timeout_final": 1}
+    # The runner retried its settle, met the job already final (its own write) and let it be.
+    assert result.outcome is Outcome.ABANDONED
+    assert (job.state, job.result, _finals(job)) == (State.SUCCEEDED, {"x": 1}, [State.SUCCEEDED])
+
+
+def test_a_completion_that_keeps_failing_is_unsettled_and_changes_nothing(fresh_stack):
+    from jobbridge.runner import Outcome
+
+    result, job, faults = _run_with_faulted_settle(fresh_stack, "dynamodb.UpdateItem:throttle=1")
+    assert result.outcome is Outcome.UNSETTLED  # the message is not acknowledged: it comes back
+    assert (job.state, job.attempt, _finals(job)) == (State.RUNNING, 1, [])
+    assert faults.counts["dynamodb.UpdateItem:throttle"] >= 3
+
+
+def test_a_retry_whose_request_went_through_twice_is_scheduled_once(fresh_stack):
+    result, job, faults = _run_with_faulted_settle(fresh_stack, "dynamodb.UpdateItem:timeout=1/1", job_type="fail",
+                                                   params={"message": "boom", "retryable": True})
+    assert faults.counts == {"dynamodb.UpdateItem:timeout": 1}
+    assert job.state is State.QUEUED and job.attempt == 1
+    assert [h.event for h in job.history].count("retry_scheduled") == 1
