@@ -222,7 +222,7 @@ def test_a_job_taken_over_is_abandoned_without_a_report(world: World) -> None:
 
 
 def test_shutdown_fails_unfinished_jobs_as_retryable_and_finishes_the_rest(world: World) -> None:
-    agent = world.start_agent(grace_s=3, kill_grace_s=1)
+    agent = world.start_agent(grace_s=10, kill_grace_s=1)  # ample for the 1 s job, even on a loaded machine
     short = world.submit("sleep", {"seconds": 1, "steps": 2})
     long = world.submit("stubborn", {"seconds": 600})
     world.wait_state(short, "RUNNING", "SUCCEEDED")
