@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import threading
 from typing import Any
 
@@ -11,7 +12,7 @@ from jobbridge.config import Settings, get_settings
 
 from . import problems
 from .middleware import ASGIApp, BodyLimit, Correlation, Receive, Scope, Send
-from .routes import health, job_types, jobs
+from .routes import jobs
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -25,37 +26,38 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.include_router(jobs.router)
-    app.include_router(job_types.router)
-    app.include_router(health.router)
-    agent_routes = AgentRoutes(app)
+    later = LaterRouters(app, ("job_types", "health", "agent"))
     problems.install(app)
-    app.add_middleware(IncludeOnFirstUse, routes=agent_routes)
+    app.add_middleware(IncludeOnFirstUse, routers=later)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(Correlation)
     openapi = app.openapi
 
-    def openapi_with_agent_routes() -> dict[str, Any]:
-        agent_routes.include()
+    def openapi_with_every_router() -> dict[str, Any]:
+        later.include()
         return openapi()
 
-    app.openapi = openapi_with_agent_routes  # the documented way to customise it
+    app.openapi = openapi_with_every_router  # the documented way to customise it
     return app
 
 
-class AgentRoutes:
-    """The /agent routes, included in the app on first use.
+class LaterRouters:
+    """The routers other than /jobs, included in the app on first use, all at once and in order.
 
-    Only on-prem agents call them, and building them (FastAPI makes a pydantic field for every
-    parameter, body, response and documented error of every route, and the module imports the
-    lifecycle) costs about 5% of the API's cold start (make bench). So a Lambda instance serving
-    tenants never builds them; the first request under /agent, or the first OpenAPI document,
-    includes them, after every other router as before.
+    A cold start pays for every route FastAPI builds (a pydantic field for every parameter, body,
+    response and documented error) and for what their modules import. /jobs is the hot path;
+    /job-types, /health and the agents' /agent routes are called far less often, by other
+    callers. So a Lambda instance that serves only /jobs never builds them (make bench measured
+    them at about 5% of the API's cold start). The first request outside /jobs, or the first
+    OpenAPI document, includes them in their original order, after /jobs: the routes and the
+    OpenAPI document are the same as when they were included at import.
     """
 
-    prefix = "/agent"
+    hot_prefix = "/jobs"
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: FastAPI, modules: tuple[str, ...]) -> None:
         self._app = app
+        self._modules = modules
         self._lock = threading.Lock()
         self.included = False
 
@@ -64,23 +66,29 @@ class AgentRoutes:
             return
         with self._lock:
             if not self.included:
-                from .routes import agent
-
-                self._app.include_router(agent.router)
+                for name in self._modules:
+                    module = importlib.import_module(f"{__package__}.routes.{name}")
+                    self._app.include_router(module.router)
                 self.included = True
+
+    def needed_for(self, scope: Scope) -> bool:
+        path = scope.get("path", "")
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root):]
+        return not (path == self.hot_prefix or path.startswith(self.hot_prefix + "/"))
 
 
 class IncludeOnFirstUse:
-    """Includes ``routes`` before the first request whose path is under their prefix is routed."""
+    """Includes ``routers`` before the first request they may serve is routed."""
 
-    def __init__(self, app: ASGIApp, routes: AgentRoutes) -> None:
+    def __init__(self, app: ASGIApp, routers: LaterRouters) -> None:
         self.app = app
-        self.routes = routes
+        self.routers = routers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # "in", not startswith: a root_path (a named API Gateway stage) may come first.
-        if not self.routes.included and self.routes.prefix in scope.get("path", ""):
-            self.routes.include()
+        if not self.routers.included and scope["type"] == "http" and self.routers.needed_for(scope):
+            self.routers.include()
         await self.app(scope, receive, send)
 
 
