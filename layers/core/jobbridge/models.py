@@ -112,7 +112,7 @@ class HistoryEntry(BaseModel):
     at: str
     state: State
     event: str
-    attempt: int = 0
+    attempt: int | None = None  # the attempt the entry is about, when the writer knew it
     detail: str | None = None
 
 

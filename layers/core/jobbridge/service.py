@@ -72,7 +72,7 @@ class JobService:
             created_at=iso(now),
             updated_at=iso(now),
             expires_at=int((now + self.store.retention + timedelta(seconds=jt.timeout_s * jt.max_attempts)).timestamp()),
-            history=[HistoryEntry(at=iso(now), state=State.QUEUED, event="submitted", detail=placement.route.value)],
+            history=[HistoryEntry(at=iso(now), state=State.QUEUED, event="submitted", attempt=0, detail=placement.route.value)],
         )
         stored, created = self.store.create(job)
         if not created and (stored.tenant != tenant or stored.request_hash != digest):
