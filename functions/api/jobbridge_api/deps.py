@@ -5,7 +5,7 @@ They are ``async def`` although none of them awaits: FastAPI runs a plain ``def`
 its thread pool, a thread hand-off each, and a submit resolves six of them. None blocks (cached
 objects, a claim read from the event or a token checked in memory; the first call's imports and
 the key file's one read happen once per process), so they run on the event loop. In the thread
-pool they made a warm POST /jobs cost about 40% more CPU (make bench, docs/PERFORMANCE.md).
+pool they made a warm POST /jobs cost about 35% more CPU (make bench, docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
