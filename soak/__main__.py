@@ -12,6 +12,7 @@ the table. Writes soak/last.json.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -118,7 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         stack.stop(running.process)
     harness.write(result, args.out)
     print(harness.table(result))
-    print(f"(details: {args.out}; the stack's logs: {state_dir / 'logs'})")
+    if result["ok"] and args.state_dir is None:
+        shutil.rmtree(state_dir, ignore_errors=True)  # a passing run's logs are not worth the disk
+        print(f"(details: {args.out})")
+    else:
+        print(f"(details: {args.out}; the stack's logs: {state_dir / 'logs'})")
     return 0 if result["ok"] else 1
 
 
