@@ -114,10 +114,12 @@ def process_tree(root: int) -> dict[int, Proc]:
         fields = stat[stat.rindex(")") + 2:].split()
         utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
         procs[pid] = Proc(pid, int(fields[1]), role_of(cmdline), (utime + stime) / CLK_TCK, (cutime + cstime) / CLK_TCK, rss)
-    for proc in procs.values():  # the agent runs each job in a child process of its own
+    for proc in procs.values():
         parent = procs.get(proc.ppid)
         if parent is not None and parent.role == "agent" and proc.role != "agent":
-            proc.role = "agent-job"
+            proc.role = "agent-job"  # the agent runs each job in a child process of its own
+        elif parent is not None and parent.role == "batch-api":
+            proc.role = "batch-container"  # also an ended, not yet reaped one (no command line left)
     return procs
 
 
