@@ -57,7 +57,9 @@ def matches(pattern: Mapping[str, Any], event: Any) -> bool:
         present = isinstance(event, Mapping) and key in event
         value = event[key] if present else None
         if isinstance(rule, Mapping):
-            if not present or not matches(rule, value):
+            # An absent parent makes every leaf below it absent: {"exists": false} then matches
+            # (how a pattern says "this DynamoDB attribute is not in the image": {"a": {"S": [{"exists": false}]}}).
+            if not matches(rule, value if present else {}):
                 return False
         elif not _leaf_matches(rule, present, value):
             return False

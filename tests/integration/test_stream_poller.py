@@ -90,9 +90,9 @@ def test_an_insert_arrives_as_a_real_shaped_lambda_event(mapping, stack, ddb, st
     ddb.update_item(
         TableName=table.name,
         Key={"job_id": {"S": "job-1"}},
-        UpdateExpression="SET #s = :s",
-        ExpressionAttributeNames={"#s": "state"},
-        ExpressionAttributeValues={":s": {"S": "RUNNING"}},
+        UpdateExpression="SET #a = :a",  # still QUEUED, not dispatched: passes the template's filter
+        ExpressionAttributeNames={"#a": "attempt"},
+        ExpressionAttributeValues={":a": {"N": "1"}},
     )
     fn = Recorder()
 
@@ -114,8 +114,8 @@ def test_an_insert_arrives_as_a_real_shaped_lambda_event(mapping, stack, ddb, st
     assert "OldImage" not in record
     assert record["StreamViewType"] == "NEW_AND_OLD_IMAGES"
     assert isinstance(record["SequenceNumber"], str) and isinstance(record["SizeBytes"], int)
-    assert modify["dynamodb"]["OldImage"]["state"] == {"S": "QUEUED"}
-    assert modify["dynamodb"]["NewImage"]["state"] == {"S": "RUNNING"}
+    assert modify["dynamodb"]["OldImage"]["attempt"] == {"N": "0"}
+    assert modify["dynamodb"]["NewImage"]["attempt"] == {"N": "1"}
     assert int(modify["dynamodb"]["SequenceNumber"]) > int(record["SequenceNumber"])
 
 
@@ -127,6 +127,23 @@ def test_nothing_new_means_no_invocation(mapping, stack, ddb, streams, sqs) -> N
     assert poller.poll_once() == 1
     assert poller.poll_once() == 0
     assert len(fn.events) == 1
+
+
+def test_the_templates_filter_passes_only_records_that_call_for_a_message(mapping, stack, ddb, streams, sqs) -> None:
+    table = stack.table("JobsTable").name
+    put_jobs(ddb, table, "job-q")
+    key = {"job_id": {"S": "job-q"}}
+    # The bridge's own write (dispatched), then a claim (RUNNING): neither calls for a message.
+    ddb.update_item(TableName=table, Key=key, UpdateExpression="SET dispatched_at = :v",
+                    ExpressionAttributeValues={":v": {"S": "2026-01-01T00:00:00.000Z"}})
+    ddb.update_item(TableName=table, Key=key, UpdateExpression="SET #s = :v REMOVE dispatched_at",
+                    ExpressionAttributeNames={"#s": "state"}, ExpressionAttributeValues={":v": {"S": "RUNNING"}})
+    fn = Recorder()
+
+    StreamPoller(mapping, fn, streams, sqs).poll_once()
+
+    records = [r for event in fn.events for r in event["Records"]]
+    assert [r["eventName"] for r in records] == ["INSERT"], "dispatched and RUNNING images must be filtered out"
 
 
 def test_the_templates_filter_drops_removes(mapping, stack, ddb, streams, sqs) -> None:
