@@ -15,7 +15,8 @@ from typing import Any
 _lock = threading.Lock()
 _clients: dict[tuple[str, str], Any] = {}
 
-# Standard retry mode: exponential backoff with jitter on throttling and 5xx, 3 attempts in all.
+# Standard retry mode: exponential backoff with jitter on throttling, 5xx and timeouts. In a
+# `retries` config `max_attempts` counts retries, not the first try: 3 means 4 attempts in all.
 # https://boto3.amazonaws.com/v1/documentation/api/latest/guide/retries.html#standard-retry-mode
 # No client-side parameter validation: botocore would walk every attribute of every job record
 # against the API model before each call, the largest single CPU cost of a warm submit after the
