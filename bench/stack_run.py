@@ -24,16 +24,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .harness import BENCH, PYTHON, ROOT, clean_environ, log, pct, rnd
+from jobbridge_local.stack_process import StackProcess, start_stack_process
+
+from .harness import BENCH, PYTHON, clean_environ, log, pct, rnd
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 ROUTE_BODIES = {  # the same no-op job to each route
@@ -187,59 +187,43 @@ class Stack:
         self.workdir = workdir
         self.counts_dir = workdir / "counts"
         self.site_dir = workdir / "site"
-        self.process: subprocess.Popen | None = None
-        self.api_url = ""
-        self.endpoint_url = ""
-        self.info: dict[str, Any] = {}
+        self.running: StackProcess | None = None
 
     def start(self, timeout_s: float = 120) -> "Stack":
-        from jobbridge_local.motoserver import free_port
-
         self.counts_dir.mkdir(parents=True, exist_ok=True)
         self.site_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy(BENCH / "aws_counter" / "sitecustomize.py", self.site_dir / "sitecustomize.py")
         (self.site_dir / "count_dir").write_text(str(self.counts_dir))
-        aws_port, api_port = free_port(), free_port()
-        env = {**clean_environ(), "JOBBRIDGE_AWS_PORT": str(aws_port), "JOBBRIDGE_API_PORT": str(api_port),
-               "JOBBRIDGE_STATE_DIR": str(self.workdir), "PYTHONPATH": str(self.site_dir),
-               "JOBBRIDGE_BENCH_COUNT_DIR": str(self.counts_dir)}
+        env = {**clean_environ(), "PYTHONPATH": str(self.site_dir), "JOBBRIDGE_BENCH_COUNT_DIR": str(self.counts_dir)}
         for name in ("JOBBRIDGE_LOCAL_FUNCTIONS", "JOBBRIDGE_LOCAL_AGENTS", "JOBBRIDGE_LOCAL_PARAMS"):
             env.pop(name, None)
-        self.log_file = open(self.workdir / "stack.log", "w")
-        self.process = subprocess.Popen([PYTHON, "-m", "jobbridge_local", "run", "--quiet"], cwd=ROOT, env=env,
-                                        stdout=self.log_file, stderr=subprocess.STDOUT, start_new_session=True)
-        self.api_url, self.endpoint_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{aws_port}"
-        import httpx
+        self.running = start_stack_process(self.workdir, env, timeout_s=timeout_s, python=PYTHON)
+        return self
 
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the stack exited with {self.process.returncode}: {self._tail()}")
-            stack_file = self.workdir / "stack.json"
-            if stack_file.is_file():
-                try:
-                    if httpx.get(self.api_url + "/openapi.json", timeout=2).status_code == 200:
-                        self.info = json.loads(stack_file.read_text())
-                        return self
-                except httpx.HTTPError:
-                    pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"the stack did not start in {timeout_s}s: {self._tail()}")
+    @property
+    def process(self) -> subprocess.Popen:
+        assert self.running is not None, "the stack is not started"
+        return self.running.process
 
-    def _tail(self) -> str:
-        return (self.workdir / "stack.log").read_text()[-3000:]
+    @property
+    def api_url(self) -> str:
+        return self.running.api_url if self.running else ""
+
+    @property
+    def endpoint_url(self) -> str:
+        return self.running.endpoint_url if self.running else ""
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return self.running.info if self.running else {}
 
     def token(self, tenant: str = "bench") -> str:
-        from jobbridge_local import tokens
-
-        return tokens.issue_token(tenant, state_dir=self.workdir)
+        assert self.running is not None, "the stack is not started"
+        return self.running.token(tenant)
 
     def aws(self, service: str):
-        import boto3
-
-        return boto3.client(service, endpoint_url=self.endpoint_url, region_name="us-east-1",
-                            aws_access_key_id="testing", aws_secret_access_key="testing")
+        assert self.running is not None, "the stack is not started"
+        return self.running.aws(service)
 
     def wait_for_agents(self, timeout_s: float = 60) -> None:
         """Until the agent has made its start-up checks (a call counts once it returns: its first
@@ -256,15 +240,8 @@ class Stack:
         return process_tree(self.process.pid), time.monotonic()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        if getattr(self, "log_file", None):
-            self.log_file.close()
+        if self.running is not None:
+            self.running.stop(timeout_s=40)
 
 
 def _parse(ts: str | None) -> float | None:

@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         result = harness.report(running, plans, submitter, items, config, submit_s, drain_s, drained)
     finally:
         say("stopping the stack")
-        stack.stop(running.process)
+        running.stop(timeout_s=60)
     harness.write(result, args.out)
     print(harness.table(result))
     if result["ok"] and args.state_dir is None:

@@ -9,21 +9,10 @@ message twice, as SQS may.
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import boto3
-import httpx
-
-from jobbridge_local import tokens
-from jobbridge_local.motoserver import free_port
+from jobbridge_local.stack_process import StackProcess, start_stack_process
 
 ROOT = Path(__file__).resolve().parents[1]
 FAULTS_BOOT = ROOT / "local" / "jobbridge_faults" / "boot"
@@ -32,21 +21,8 @@ START_TIMEOUT_S = 120
 SKIP = r"moto[/.]server|jobbridge_local(/__main__\.py)?\s+(run|resources|token|batch)\b|local_batch"
 
 
-@dataclass
-class SoakStack:
-    api_url: str
-    endpoint_url: str
-    state_dir: Path
-    info: dict[str, Any]
-    process: subprocess.Popen
-
-    def token(self, tenant: str) -> str:
-        return tokens.issue_token(tenant, state_dir=self.state_dir)
-
-    def aws(self, service: str) -> Any:
-        # The harness's own clients: built here, in a process without the fault bootstrap.
-        return boto3.session.Session().client(service, endpoint_url=self.endpoint_url, region_name="us-east-1",
-                                              aws_access_key_id="testing", aws_secret_access_key="testing")
+class SoakStack(StackProcess):
+    # Its aws() clients are built here, in the harness's process, which has no fault bootstrap.
 
     @property
     def logs(self) -> Path:
@@ -54,12 +30,9 @@ class SoakStack:
 
 
 def start(state_dir: Path, *, faults: str, seed: int, parameters: dict[str, str], env: dict[str, str]) -> SoakStack:
-    state_dir.mkdir(parents=True, exist_ok=True)
-    aws_port, api_port = free_port(), free_port()
     python_path = [str(FAULTS_BOOT), str(ROOT / "local")] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
     environ = {
         **os.environ,
-        "JOBBRIDGE_AWS_PORT": str(aws_port), "JOBBRIDGE_API_PORT": str(api_port), "JOBBRIDGE_STATE_DIR": str(state_dir),
         "JOBBRIDGE_LOCAL_PARAMS": ",".join(f"{k}={v}" for k, v in parameters.items()),
         "PYTHONPATH": os.pathsep.join(python_path),
         "JOBBRIDGE_FAULTS": faults, "JOBBRIDGE_FAULTS_SEED": str(seed), "JOBBRIDGE_FAULTS_DIR": str(state_dir / "faults"),
@@ -70,32 +43,4 @@ def start(state_dir: Path, *, faults: str, seed: int, parameters: dict[str, str]
         environ.pop(name, None)
     if not faults:
         environ.pop("JOBBRIDGE_FAULTS")
-    log = open(state_dir / "stack.log", "w")
-    process = subprocess.Popen([sys.executable, "-m", "jobbridge_local", "run", "--quiet"], cwd=ROOT, env=environ,
-                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    stack_file = state_dir / "stack.json"
-    api_url = f"http://127.0.0.1:{api_port}"
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the stack exited with {process.returncode}:\n{(state_dir / 'stack.log').read_text()[-4000:]}")
-        if stack_file.is_file():
-            try:
-                if httpx.get(api_url + "/openapi.json", timeout=2).status_code == 200:
-                    info = json.loads(stack_file.read_text())
-                    return SoakStack(api_url, f"http://127.0.0.1:{aws_port}", state_dir, info, process)
-            except (httpx.HTTPError, ValueError):
-                pass
-        time.sleep(0.3)
-    stop(process)
-    raise RuntimeError(f"the stack did not start in {START_TIMEOUT_S}s:\n{(state_dir / 'stack.log').read_text()[-4000:]}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    return start_stack_process(state_dir, environ, timeout_s=START_TIMEOUT_S, kind=SoakStack)

@@ -6,7 +6,7 @@ from typing import Iterator
 
 import pytest
 
-from e2e_stack import RunningStack, start_stack, stop_stack
+from e2e_stack import RunningStack, start_stack
 
 
 @pytest.fixture(scope="session")
@@ -14,6 +14,6 @@ def hot_path_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
     """The API and the bridge only: messages stay in their queues for the tests to read."""
     stack = start_stack(tmp_path_factory.mktemp("hot-path-stack"), functions="ApiFunction,BridgeFunction")
     yield stack
-    stop_stack(stack.process)
+    stack.stop()
 
 

@@ -22,7 +22,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from e2e_stack import RunningStack, start_stack, stop_stack, wait_for
+from e2e_stack import RunningStack, start_stack, wait_for
 from jobbridge.dispatch import Dispatcher
 from jobbridge.lifecycle import JobLifecycle
 from jobbridge.models import Route
@@ -117,7 +117,7 @@ def bare_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStac
     stack = start_stack(tmp_path_factory.mktemp("agent-stack"), functions="ApiFunction,BridgeFunction",
                         extra_env={"JOBBRIDGE_LOCAL_AGENTS": "0"})
     yield stack
-    stop_stack(stack.process)
+    stack.stop()
 
 
 @pytest.fixture
@@ -189,7 +189,7 @@ def test_the_stacks_agent_runs_private_jobs_to_the_end_with_progress(tmp_path: P
         assert get(stack, transcode)["result"]["rendition"] == "4K"
         assert {"package", "call variants"} <= seen
     finally:
-        stop_stack(stack.process)
+        stack.stop()
 
 
 # --- cancel ----------------------------------------------------------------------------------------------

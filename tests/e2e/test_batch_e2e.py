@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from e2e_stack import RunningStack, start_stack, stop_stack, wait_for
+from e2e_stack import RunningStack, start_stack, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -27,7 +27,7 @@ OOM = "OutOfMemoryError: Container killed due to memory usage"
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     running = start_stack(tmp_path_factory.mktemp("batch-stack"))
     yield running
-    stop_stack(running.process)
+    running.stop()
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from e2e_stack import RunningStack, start_stack, stop_stack, wait_for
+from e2e_stack import RunningStack, start_stack, wait_for
 from jobbridge.dynamo_codec import encode_item
 from jobbridge.ids import iso, new_job_id
 from jobbridge.models import HistoryEntry, Job, Route, State
@@ -35,7 +35,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
         "JOBBRIDGE_SWEEP_INTERVAL_S": "2",
     })
     yield running
-    stop_stack(running.process)
+    running.stop()
 
 
 @pytest.fixture

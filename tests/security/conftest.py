@@ -8,14 +8,14 @@ from typing import Any, Iterator
 
 import pytest
 
-from e2e_stack import RunningStack, start_stack, stop_stack
+from e2e_stack import RunningStack, start_stack
 
 
 @pytest.fixture(scope="session")
 def api_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     stack = start_stack(tmp_path_factory.mktemp("security-stack"), functions="ApiFunction")
     yield stack
-    stop_stack(stack.process)
+    stack.stop()
 
 
 @pytest.fixture

@@ -55,13 +55,7 @@ async def service_dep(
 @lru_cache(maxsize=1)
 def _dispatcher(settings: Settings) -> Dispatcher:
     # Read-only here: the health check asks the queues for an attribute; the API never sends.
-    return Dispatcher({route: url for route, url in _queue_urls(settings).items()})
-
-
-def _queue_urls(settings: Settings):
-    from jobbridge.models import Route
-
-    return {r: u for r, u in ((r, getattr(settings, f"queue_url_{r.value}")) for r in Route) if u}
+    return Dispatcher(settings.configured_queue_urls())
 
 
 async def dispatcher_dep(settings: Annotated[Settings, Depends(settings_dep)]) -> Dispatcher:

@@ -57,12 +57,19 @@ class Settings(BaseModel):
             values["service_name"] = env["POWERTOOLS_SERVICE_NAME"]
         return cls.model_validate(values)
 
-    def queue_url(self, route: Route) -> str:
-        url = {
+    def _configured_url(self, route: Route) -> str:
+        return {
             Route.LAMBDA: self.queue_url_lambda,
             Route.BATCH: self.queue_url_batch,
             Route.PRIVATE: self.queue_url_private,
         }[route]
+
+    def configured_queue_urls(self) -> dict[Route, str]:
+        """The queues that are configured (the API's health check asks only these)."""
+        return {route: url for route in Route if (url := self._configured_url(route))}
+
+    def queue_url(self, route: Route) -> str:
+        url = self._configured_url(route)
         if not url:
             raise RuntimeError(f"no queue configured for route {route.value}: set JOBBRIDGE_QUEUE_URL_{route.name}")
         return url
