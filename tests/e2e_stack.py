@@ -8,20 +8,21 @@ the API and the bridge so the messages stay in their queues for the test to read
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
-from typing import Any, Callable
 
 import httpx
 
 from jobbridge_local.stack_process import StackProcess, start_stack_process
+from timing import budget, wait_for
 
-START_TIMEOUT_S = 90
+__all__ = ["RunningStack", "start_stack", "wait_for"]
+
+START_TIMEOUT_S = 90  # before budget()
 
 
 class RunningStack(StackProcess):
     def client(self, tenant: str = "acme") -> httpx.Client:
-        return httpx.Client(base_url=self.api_url, timeout=30,
+        return httpx.Client(base_url=self.api_url, timeout=budget(30),
                             headers={"Authorization": f"Bearer {self.token(tenant)}"})
 
 
@@ -29,15 +30,6 @@ def start_stack(tmp: Path, functions: str | None = None, extra_env: dict[str, st
     env = {**os.environ, **(extra_env or {})}
     if functions:
         env["JOBBRIDGE_LOCAL_FUNCTIONS"] = functions
-    return start_stack_process(tmp, env, timeout_s=START_TIMEOUT_S, kind=RunningStack)
+    return start_stack_process(tmp, env, timeout_s=budget(START_TIMEOUT_S), kind=RunningStack)
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.2, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)

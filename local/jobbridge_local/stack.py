@@ -45,6 +45,11 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_API_PORT = 8000
 STOP_GRACE_SECONDS = 10.0
+# uvicorn's h11 parser (chosen explicitly: the same parser whatever else is installed) gives up on a
+# request head still incomplete past 16 KiB and closes the connection with a bare 400 while the client
+# may still be writing (which the client then sees as a reset). Heads up to this size are read whole, so the API's own BodyLimit answers what API Gateway
+# answers for a head over 10 KiB: a 431 problem. Past it the connection is refused without reading on.
+MAX_REQUEST_HEAD_BYTES = 1024 * 1024
 
 
 def configured_api_port() -> int:
@@ -131,10 +136,16 @@ class ProcessComponent:
     def returncode(self) -> int | None:
         return None if self._process is None else self._process.returncode
 
+    def request_stop(self) -> None:
+        """SIGTERM without waiting: uvicorn and the pollers finish in-flight work first."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.terminate()
+
     def stop(self) -> None:
         process = self._process
         if process is not None and process.poll() is None:
-            process.terminate()  # SIGTERM: uvicorn and the pollers finish in-flight work first
+            process.terminate()
             try:
                 process.wait(STOP_GRACE_SECONDS)
             except subprocess.TimeoutExpired:
@@ -211,6 +222,8 @@ class LocalStack:
         self.info: StackInfo | None = None
         self._stop = threading.Event()
         self._stopped = False
+        # Components started after the API consume work (pollers, agents): they stop together.
+        self._consumers_from: int | None = None
         # Service-specific endpoints every child gets on top of AWS_ENDPOINT_URL (moto), e.g.
         # AWS_ENDPOINT_URL_BATCH for the local Batch (botocore reads them per service).
         self._local_endpoints: dict[str, str] = {}
@@ -273,6 +286,7 @@ class LocalStack:
         if batch is not None:
             self._start(batch)
         self._start(self._api_component(template, context, keys, logs))
+        self._consumers_from = len(self.components)
         for logical_id in triggers:
             self._start(self._poller_component(template, context, logical_id, logs))
         for agent in local_agents:
@@ -281,10 +295,18 @@ class LocalStack:
         return self.info
 
     def stop(self) -> None:
-        """Stop every component, last started first. Idempotent."""
+        """Stop every component, last started first. Idempotent.
+
+        The consumers (pollers and agents) are asked to stop all at once, since each may be waiting
+        out a long poll; the API, the local Batch and moto stop after them, one by one (the agents
+        settle their jobs through the API, and every consumer through moto)."""
         if self._stopped:
             return
         self._stopped = True
+        if self._consumers_from is not None:
+            for component in self.components[self._consumers_from:]:
+                if isinstance(component, ProcessComponent):
+                    component.request_stop()
         for component in reversed(self.components):
             try:
                 component.stop()
@@ -328,7 +350,8 @@ class LocalStack:
         for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
             env.pop(name, None)
         env["PYTHONPATH"] = self._python_path(spec.code_dir, *spec.layer_dirs)
-        argv = [sys.executable, "-m", "uvicorn", "jobbridge_api.main:app", "--host", cfg.host, "--port", str(cfg.api_port)]
+        argv = [sys.executable, "-m", "uvicorn", "jobbridge_api.main:app", "--host", cfg.host, "--port", str(cfg.api_port),
+                "--http", "h11", "--h11-max-incomplete-event-size", str(MAX_REQUEST_HEAD_BYTES)]
         return ProcessComponent(
             "api", argv, env, cfg.root, self._child_log(logs, "api"), ready_url=cfg.api_url + "/openapi.json"
         )

@@ -52,7 +52,7 @@ class AgentProcess:
         self._log = self.log_file.open("w")
         self.process = subprocess.Popen(local.argv, env=env, stdout=self._log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
-        wait_for(lambda: self.logged("agent started") or self.process.poll() is not None, 60, 0.2, "the agent to start")
+        wait_for(lambda: self.logged("agent started") or self.process.poll() is not None, 60, interval=0.2, what="the agent to start")
         assert self.process.poll() is None, self.log_file.read_text()
 
     def lines(self) -> list[dict[str, Any]]:
@@ -155,7 +155,7 @@ def get(stack: RunningStack, job_id: str) -> dict[str, Any]:
 
 
 def wait_state(stack: RunningStack, job_id: str, *states: str, timeout: float = 90) -> dict[str, Any]:
-    return wait_for(lambda: (job := get(stack, job_id))["state"] in states and job, timeout, 0.3, f"{job_id} in {states}")
+    return wait_for(lambda: (job := get(stack, job_id))["state"] in states and job, timeout, interval=0.3, what=f"{job_id} in {states}")
 
 
 def events(job: dict[str, Any], name: str) -> list[str | None]:
@@ -180,7 +180,7 @@ def test_the_stacks_agent_runs_private_jobs_to_the_end_with_progress(tmp_path: P
             seen.update(j["progress"]["message"] for j in jobs if j["progress"])
             return all(j["state"] in ("SUCCEEDED", "FAILED", "CANCELLED") for j in jobs)
 
-        wait_for(finished, 60, 0.2, "both jobs to finish")
+        wait_for(finished, 60, interval=0.2, what="both jobs to finish")
         for job_id, last in ((transcode, "package"), (genome, "call variants")):
             job = get(stack, job_id)
             assert job["state"] == "SUCCEEDED", job
@@ -212,7 +212,7 @@ def test_kill_9_mid_job_a_fresh_agent_finishes_it_once_on_attempt_2(bare_stack: 
                                                                    sweeper: SweeperThread) -> None:
     first = agents()
     job_id = submit(bare_stack, "sleep", {"seconds": 6, "steps": 6})
-    wait_for(lambda: (j := get(bare_stack, job_id))["state"] == "RUNNING" and j["progress"], 60, 0.2, "progress")
+    wait_for(lambda: (j := get(bare_stack, job_id))["state"] == "RUNNING" and j["progress"], 60, interval=0.2, what="progress")
     first.signal(signal.SIGKILL)
     first.wait(10)
     # when a fresh agent comes up (the dead one's message returns and its claim is refused; the
@@ -230,13 +230,13 @@ def test_a_killed_agent_leaves_no_job_process_behind(bare_stack: RunningStack, a
     agent = agents()
     job_id = submit(bare_stack, "sleep", {"seconds": 300, "steps": 1})  # silent: it never writes to its pipe
     wait_state(bare_stack, job_id, "RUNNING")
-    job_pid = wait_for(lambda: [l["pid"] for l in agent.lines() if l.get("message") == "job process started"], 30, 0.2,
-                       "the job process")[0]
+    job_pid = wait_for(lambda: [l["pid"] for l in agent.lines() if l.get("message") == "job process started"], 30, interval=0.2,
+                       what="the job process")[0]
     assert _running(job_pid)
     agent.signal(signal.SIGKILL)
     agent.wait(10)
     # the orphan notices its pipe closed and kills itself and its group, long before its 300 s
-    wait_for(lambda: not _running(job_pid), 30, 0.2, "the dead agent's job process to end")
+    wait_for(lambda: not _running(job_pid), 30, interval=0.2, what="the dead agent's job process to end")
     with bare_stack.client("acme") as api:
         api.post(f"/jobs/{job_id}/cancel")
 
@@ -255,8 +255,8 @@ def test_a_frozen_agent_is_fenced_out_after_another_finished_its_job(bare_stack:
         stale.signal(signal.SIGCONT, group=True)
     assert job["state"] == "SUCCEEDED" and job["attempt"] == 2
     # then the thawed agent learns it lost the job, and reports nothing
-    wait_for(lambda: stale.logged("job abandoned: the lease belongs to another attempt", job_id=job_id), 60, 0.3,
-             "the stale agent to abandon the job")
+    wait_for(lambda: stale.logged("job abandoned: the lease belongs to another attempt", job_id=job_id), 60, interval=0.3,
+             what="the stale agent to abandon the job")
     final = get(bare_stack, job_id)
     assert final == job  # nothing changed after the other agent's success
     assert events(final, "claimed") == [stale.owner, other.owner] and len(events(final, "succeeded")) == 1
@@ -276,8 +276,8 @@ def test_sigterm_drains_finishes_what_it_can_and_hands_back_the_rest(bare_stack:
     assert handed_back["state"] == "QUEUED" and handed_back["error"]["type"] == "AgentShutdown"
     # another agent takes it at once (a retry with backoff, not a lapsed lease)
     other = agents()
-    job = wait_for(lambda: (j := get(bare_stack, long))["state"] == "RUNNING" and j["attempt"] == 2 and j, 90, 0.3,
-                   "the other agent to take the job")
+    job = wait_for(lambda: (j := get(bare_stack, long))["state"] == "RUNNING" and j["attempt"] == 2 and j, 90, interval=0.3,
+                   what="the other agent to take the job")
     assert events(job, "claimed") == [agent.owner, other.owner]
     assert events(job, "lease_expired") == []
     with bare_stack.client("acme") as api:
@@ -289,7 +289,7 @@ def test_a_second_signal_stops_at_once(bare_stack: RunningStack, agents: Any) ->
     job_id = submit(bare_stack, "sleep", {"seconds": 300, "steps": 300})
     wait_state(bare_stack, job_id, "RUNNING")
     agent.signal(signal.SIGTERM)
-    wait_for(lambda: agent.logged("shutting down: no new messages"), 30, 0.1, "the drain to start")
+    wait_for(lambda: agent.logged("shutting down: no new messages"), 30, interval=0.1, what="the drain to start")
     agent.signal(signal.SIGINT)
     assert agent.wait(30) == 1  # well before the 600 s grace
     job = get(bare_stack, job_id)
@@ -327,7 +327,7 @@ def _api_pid(stack: RunningStack) -> int:
 def test_the_api_stopped_for_30_s_loses_no_job(bare_stack: RunningStack, agents: Any, sweeper: SweeperThread) -> None:
     agent = agents(concurrency=2, lease_s=60, heartbeat_s=5, visibility_s=60)
     jobs = [submit(bare_stack, "sleep", {"seconds": 4, "steps": 4}) for _ in range(4)]
-    wait_for(lambda: sum(get(bare_stack, j)["state"] == "RUNNING" for j in jobs) >= 1, 60, 0.2, "a running job")
+    wait_for(lambda: sum(get(bare_stack, j)["state"] == "RUNNING" for j in jobs) >= 1, 60, interval=0.2, what="a running job")
     api_pid = _api_pid(bare_stack)
     os.kill(api_pid, signal.SIGSTOP)
     try:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -22,20 +21,13 @@ from jobbridge_agent.agent import Agent
 from jobbridge_agent.config import ConfigError, load_config
 from jobbridge_local import tokens
 from jobbridge_local.motoserver import free_port
+from timing import wait_for
 
 pytestmark = pytest.mark.integration
 
 JOB_MODULES = "fixtures_jobs.agent_jobs"
 AGENT_ID = "it-agent"
 
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-    return value
 
 
 @dataclass
@@ -104,7 +96,7 @@ class World:
         return response.json()
 
     def wait_state(self, job_id: str, *states: str, timeout: float = 60) -> dict[str, Any]:
-        return wait_for(lambda: (j := self.job(job_id))["state"] in states and j, timeout, f"{job_id} in {states}")
+        return wait_for(lambda: (j := self.job(job_id))["state"] in states and j, timeout, what=f"{job_id} in {states}")
 
     def messages(self) -> int:
         attrs = self.stack.client("sqs").get_queue_attributes(
@@ -128,7 +120,7 @@ def world(fresh_stack: Any, function_env: Callable[..., Any], tmp_path: Path) ->
     server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
     serving = threading.Thread(target=server.run, daemon=True)
     serving.start()
-    wait_for(lambda: server.started, 20, "uvicorn")
+    wait_for(lambda: server.started, 20, what="uvicorn")
     api_url = f"http://127.0.0.1:{port}"
     token = tokens.issue_token("acme", state_dir=tmp_path)
     http = httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
@@ -163,7 +155,7 @@ def test_private_jobs_finish_with_their_progress(world: World) -> None:
         assert job["attempt"] == 1
         assert ("claimed", f"agent:{AGENT_ID}") in events(job)
     assert world.job(transcode)["result"]["output"] == "renditions/v-4k/4K.mp4"
-    wait_for(lambda: world.messages() == 0, 10, "the messages to be deleted")
+    wait_for(lambda: world.messages() == 0, 10, what="the messages to be deleted")
 
 
 def test_cancelling_a_running_job_stops_it(world: World) -> None:
@@ -174,7 +166,7 @@ def test_cancelling_a_running_job_stops_it(world: World) -> None:
     job = world.wait_state(job_id, "CANCELLED", "SUCCEEDED", "FAILED")
     assert job["state"] == "CANCELLED"
     assert events(job)[-1] == ("cancelled", "stopped after cancel request")
-    wait_for(lambda: world.messages() == 0, 10, "the message to be deleted")
+    wait_for(lambda: world.messages() == 0, 10, what="the message to be deleted")
 
 
 def test_a_job_that_ignores_cancel_is_killed_after_the_grace_and_cancelled(world: World) -> None:
@@ -211,7 +203,7 @@ def test_a_job_taken_over_is_abandoned_without_a_report(world: World) -> None:
     world.stack_store().fail(job_id, running["attempt"], JobError(type="LeaseExpired", message="taken over",
                                                                    retryable=True), retry_delay_s=300)
     # then the agent's next heartbeat is refused, the run stops, and nothing is reported
-    wait_for(lambda: world.agents[0][0].running == 0, 20, "the run to stop")
+    wait_for(lambda: world.agents[0][0].running == 0, 20, what="the run to stop")
     job = world.job(job_id)
     assert job["state"] == "QUEUED" and job["error"]["type"] == "LeaseExpired"
     assert events(job) == [("submitted", "private"), ("claimed", f"agent:{AGENT_ID}"), ("retry_scheduled", "taken over")]

@@ -7,7 +7,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 import copy
-import time
 from typing import Any, Callable
 
 import boto3
@@ -22,6 +21,7 @@ from jobbridge.service import JobService
 from jobbridge_local.invoke import LambdaContext, load_handler, local_aws_environment
 from jobbridge_local.local_batch import LocalBatch
 from jobbridge_local.resources import DUMMY_CREDENTIALS
+from timing import wait_for
 
 # One parse of template.yaml per module (not imported from conftest: module names must stay unique).
 template = lru_cache(maxsize=1)(load_template)
@@ -138,11 +138,11 @@ def test_a_container_killed_before_reporting_is_retried_from_the_local_batch_eve
 
         for expected_attempt in (1, 2):  # the first container, then Batch's retry taking the job over
             wait_for(lambda: store.get(job.job_id).attempt == expected_attempt and
-                     store.get(job.job_id).state is State.RUNNING, f"container {expected_attempt} claimed the job")
+                     store.get(job.job_id).state is State.RUNNING, timeout=60, what=f"container {expected_attempt} claimed the job")
             assert store.get(job.job_id).lease_owner == batch_owner(batch_job_id)
             batch.fail_job(batch_job_id, {"statusReason": "Host EC2 (instance i-0123456789abcdef0) terminated."})
 
-        wait_for(lambda: store.get(job.job_id).state is State.QUEUED, "the FAILED event settled the job")
+        wait_for(lambda: store.get(job.job_id).state is State.QUEUED, timeout=60, what="the FAILED event settled the job")
         (detail,) = api.describe_jobs(jobs=[batch_job_id])["jobs"]
     finally:
         batch.close()
@@ -153,10 +153,3 @@ def test_a_container_killed_before_reporting_is_retried_from_the_local_batch_eve
     assert "Host EC2 (instance i-0123456789abcdef0) terminated." in requeued.error.message
     assert statuses.count("RUNNING") == 2 and statuses[-1] == "FAILED"
 
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        time.sleep(0.1)

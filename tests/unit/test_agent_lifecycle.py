@@ -20,6 +20,7 @@ from jobbridge.runner import LeaseLost, execute_inline
 from jobbridge_agent.agent import Agent, MessageLease
 from jobbridge_agent.config import load_config
 from jobbridge_agent.process import AgentShutdown
+from timing import wait_for
 
 REGISTRY = load_registry()
 ENV = {"JOBBRIDGE_AGENT_QUEUE_URL": "http://127.0.0.1:1/123456789012/jobbridge-private",
@@ -27,14 +28,6 @@ ENV = {"JOBBRIDGE_AGENT_QUEUE_URL": "http://127.0.0.1:1/123456789012/jobbridge-p
        "JOBBRIDGE_AGENT_LEASE_S": "30", "JOBBRIDGE_AGENT_HEARTBEAT_S": "10", "JOBBRIDGE_AGENT_WAIT_S": "0",
        "JOBBRIDGE_AGENT_GRACE_S": "5", "JOBBRIDGE_AGENT_KILL_GRACE_S": "1", "JOBBRIDGE_AGENT_SETTLE_RETRIES": "0"}
 
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
-    return value
 
 
 class FakeSqsClient:
@@ -216,19 +209,19 @@ def test_shutdown_is_idempotent_and_only_sets_flags(make_agent: Callable[..., Ag
 def test_run_blocks_until_shutdown_then_returns_0(make_agent: Callable[..., Agent], parts: Any) -> None:
     queue, _, _ = parts
     agent = make_agent()
-    wait_until(lambda: queue.receives)
+    wait_for(lambda: queue.receives)
     assert not hasattr(agent, "exit_code")  # still running
     agent.shutdown()
-    wait_until(lambda: hasattr(agent, "exit_code"))
+    wait_for(lambda: hasattr(agent, "exit_code"))
     assert agent.exit_code == 0
 
 
 def test_forced_shutdown_returns_1(make_agent: Callable[..., Agent], parts: Any) -> None:
     queue, _, _ = parts
     agent = make_agent()
-    wait_until(lambda: queue.receives)
+    wait_for(lambda: queue.receives)
     agent.shutdown(force=True)
-    wait_until(lambda: hasattr(agent, "exit_code"))
+    wait_for(lambda: hasattr(agent, "exit_code"))
     assert agent.exit_code == 1
 
 
@@ -243,16 +236,16 @@ def test_never_receives_more_than_its_free_slots(make_agent: Callable[..., Agent
         gate.gated[job_id] = threading.Event()
         queue.add(job_id)
     agent = make_agent(concurrency="3")
-    wait_until(lambda: len(gate.running) == 3)
+    wait_for(lambda: len(gate.running) == 3)
     receives_when_full = len(queue.receives)
     time.sleep(0.2)  # a full agent must not poll (nothing to assert about time: only the count)
     assert len(queue.receives) == receives_when_full
     # when one job finishes, then the next receive asks for exactly one message
     gate.gated["job-0"].set()
-    wait_until(lambda: len(gate.running) == 3 and "job-3" in gate.running)
+    wait_for(lambda: len(gate.running) == 3 and "job-3" in gate.running)
     for event in gate.gated.values():
         event.set()
-    wait_until(lambda: len(queue.deleted) == 5)
+    wait_for(lambda: len(queue.deleted) == 5)
     assert queue.receives[0] == (3, 3)
     assert all(asked == free and asked >= 1 for asked, free in queue.receives)
     assert any(asked == 1 for asked, _ in queue.receives)
@@ -265,12 +258,12 @@ def test_messages_received_during_shutdown_are_released_unclaimed(make_agent: Ca
     # given a long poll in flight
     queue.hold.set()
     agent = make_agent()
-    wait_until(lambda: queue.receives)
+    wait_for(lambda: queue.receives)
     receipt = queue.add("job-late")
     # when the agent is told to stop, and then the poll returns a message
     agent.shutdown()
     queue.hold.clear()
-    wait_until(lambda: hasattr(agent, "exit_code"))
+    wait_for(lambda: hasattr(agent, "exit_code"))
     # then the message is made visible again at once and never claimed
     assert (receipt, 0) in queue.visibility
     assert api.actions("job-late") == [] and receipt not in queue.deleted
@@ -284,7 +277,7 @@ def test_settled_job_deletes_its_message(make_agent: Callable[..., Agent], parts
     queue, api, _ = parts
     receipt = queue.add("job-ok", attempt=2)
     make_agent()
-    wait_until(lambda: receipt in queue.deleted)
+    wait_for(lambda: receipt in queue.deleted)
     assert api.actions("job-ok") == ["claim", "complete"]
     assert api.calls[0][2] == 2  # claimed with the message's attempt
 
@@ -294,7 +287,7 @@ def test_refused_claim_deletes_the_message(make_agent: Callable[..., Agent], par
     api.refuse.add("job-dup")
     receipt = queue.add("job-dup")
     make_agent()
-    wait_until(lambda: receipt in queue.deleted)
+    wait_for(lambda: receipt in queue.deleted)
     assert api.actions("job-dup") == ["claim"]
 
 
@@ -306,8 +299,8 @@ def test_lost_lease_abandons_without_reporting_and_leaves_the_message(make_agent
     gate.gated["job-lost"] = threading.Event()
     receipt = queue.add("job-lost")
     agent = make_agent(lease_s="30", heartbeat_s="0.05", visibility_s="30")
-    wait_until(lambda: "heartbeat" in api.actions("job-lost"))
-    wait_until(lambda: agent.running == 0)
+    wait_for(lambda: "heartbeat" in api.actions("job-lost"))
+    wait_for(lambda: agent.running == 0)
     # then nothing is reported, and the message is neither deleted nor touched
     assert set(api.actions("job-lost")) == {"claim", "heartbeat"}
     assert receipt not in queue.deleted and all(r != receipt for r, _ in queue.visibility)
@@ -319,7 +312,7 @@ def test_unreachable_api_returns_the_message_later_and_pauses_receiving(make_age
     api.down.add("job-wait")
     receipt = queue.add("job-wait")
     agent = make_agent()
-    wait_until(lambda: any(r == receipt for r, _ in queue.visibility))
+    wait_for(lambda: any(r == receipt for r, _ in queue.visibility))
     (_, seconds), = [v for v in queue.visibility if v[0] == receipt]
     assert seconds >= 1 and receipt not in queue.deleted
     assert agent._api_failures >= 1 and agent._api_retry_at > 0  # receiving pauses for a backoff
@@ -333,10 +326,10 @@ def test_shutdown_lets_jobs_finish_within_the_grace_period(make_agent: Callable[
     gate.gated["job-finishing"] = threading.Event()
     receipt = queue.add("job-finishing")
     agent = make_agent(grace_s="30")
-    wait_until(lambda: gate.running)
+    wait_for(lambda: gate.running)
     agent.shutdown()
     threading.Timer(0.3, gate.gated["job-finishing"].set).start()
-    wait_until(lambda: hasattr(agent, "exit_code"))
+    wait_for(lambda: hasattr(agent, "exit_code"))
     assert agent.exit_code == 0
     assert api.actions("job-finishing") == ["claim", "complete"] and receipt in queue.deleted
 
@@ -346,9 +339,9 @@ def test_jobs_past_the_grace_period_are_failed_as_retryable(make_agent: Callable
     gate.gated["job-long"] = threading.Event()  # never opened
     receipt = queue.add("job-long")
     agent = make_agent(grace_s="0.2")
-    wait_until(lambda: gate.running)
+    wait_for(lambda: gate.running)
     agent.shutdown()
-    wait_until(lambda: hasattr(agent, "exit_code"))
+    wait_for(lambda: hasattr(agent, "exit_code"))
     assert agent.exit_code == 0
     assert api.actions("job-long") == ["claim", "fail"]
     error = [d for a, j, d in api.calls if a == "fail"][0]
@@ -361,10 +354,10 @@ def test_second_signal_stops_at_once_without_reporting(make_agent: Callable[...,
     gate.gated["job-stuck"] = threading.Event()
     queue.add("job-stuck")
     agent = make_agent(grace_s="3600")
-    wait_until(lambda: gate.running)
+    wait_for(lambda: gate.running)
     agent.shutdown()
     agent.shutdown(force=True)
-    wait_until(lambda: hasattr(agent, "exit_code"))
+    wait_for(lambda: hasattr(agent, "exit_code"))
     assert agent.exit_code == 1
     assert api.actions("job-stuck") == ["claim"]
 
