@@ -7,13 +7,14 @@ AWS. The bridge, not the API, sends the job's message (the outbox: docs/ARCHITEC
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from dataclasses import dataclass
 from datetime import timedelta
 
-from .dynamo_codec import dump_json
 from .errors import IdempotencyConflict, InvalidParams
 from .ids import idempotent_job_id, iso, new_job_id
+from .limits import check_params
 from .models import HistoryEntry, Job, JobCreate, State
 from .registry import Registry
 from .routing import choose_placement
@@ -27,7 +28,8 @@ class Submitted:
 
 
 def request_hash(request: JobCreate) -> str:
-    canonical = dump_json(request.model_dump(mode="json"))
+    # ASCII-escaped, as stored hashes were made: a replay after an upgrade still matches its job.
+    canonical = json.dumps(request.model_dump(mode="json"), separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -52,6 +54,11 @@ class JobService:
             raise InvalidParams(jt.name, [{"loc": ["body", "params"], "msg": "Out of range float values are not JSON compliant",
                                            "type": "value_error"}])
         params_json = params.model_dump(mode="json")
+        try:
+            check_params(params_json)  # TooLarge: a 413 naming params and the limit
+        except ValueError:
+            raise InvalidParams(jt.name, [{"loc": ["body", "params"], "type": "value_error",
+                                           "msg": "text that is not valid Unicode (a lone surrogate) cannot be stored"}]) from None
         now = self.store.clock()
         digest = request_hash(request)
         job = Job(
