@@ -215,7 +215,9 @@ class AgentApi:
         body = {"attempt": attempt, "error": error.model_dump(include={"type", "message", "retryable"})}
         return self._settled(job_id, self._post("fail", job_id, body))
 
-    def acknowledge_cancel(self, job_id: str, attempt: int) -> Job:
+    def acknowledge_cancel(self, job_id: str, attempt: int, *, forced: bool = False) -> Job:
+        # ``forced`` is not sent: the agent stops an ignoring job by killing its process, and the
+        # cancellation it reports is the same either way.
         return self._settled(job_id, self._post("cancelled", job_id, {"attempt": attempt}))
 
     # --- start-up check ----------------------------------------------------------------------

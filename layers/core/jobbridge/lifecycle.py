@@ -58,8 +58,8 @@ class JobLifecycle:
             delay = self.backoff_s(job_type, attempt)
         return self.store.fail(job_id, attempt, error, delay)
 
-    def acknowledge_cancel(self, job_id: str, attempt: int) -> Job:
-        return self.store.acknowledge_cancel(job_id, attempt)
+    def acknowledge_cancel(self, job_id: str, attempt: int, *, forced: bool = False) -> Job:
+        return self.store.acknowledge_cancel(job_id, attempt, forced=forced)
 
     def backoff_s(self, job_type: str, attempt: int) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2**(attempt-1))]

@@ -46,6 +46,7 @@ ACTIVE_INDEX = "active-index"
 _MAX_LIST_PAGES = 10
 # Placeholders for attribute names that are, or may become, DynamoDB reserved words.
 _NAMES = {"#state": "state", "#attempt": "attempt", "#tenant": "tenant", "#version": "version", "#history": "history"}
+_NO_CANCEL_REQUESTED = "(attribute_not_exists(cancel_requested) OR cancel_requested = :false)"
 _UNAVAILABLE_CODES = {
     "ProvisionedThroughputExceededException",
     "ThrottlingException",
@@ -249,8 +250,7 @@ class JobStore:
                     job_id,
                     action="cancel",
                     # Once: a repeated cancel writes nothing (no history entry per call).
-                    condition=("#tenant = :tenant AND #state = :running "
-                               "AND (attribute_not_exists(cancel_requested) OR cancel_requested = :false)"),
+                    condition=f"#tenant = :tenant AND #state = :running AND {_NO_CANCEL_REQUESTED}",
                     values={":tenant": {"S": tenant}, ":running": {"S": State.RUNNING.value}, ":false": {"BOOL": False}},
                     sets={"cancel_requested": True},
                     history=(State.RUNNING, "cancel_requested", None),
@@ -362,50 +362,61 @@ class JobStore:
 
     def fail(self, job_id: str, attempt: int, error: JobError, retry_delay_s: float | None) -> Job:
         """RUNNING -> QUEUED (``retry_delay_s`` given: the job is re-dispatched after the delay)
-        or RUNNING -> FAILED. Fenced on the current attempt."""
-        error = error.model_copy(update={"attempt": attempt})
-        if retry_delay_s is None:
-            return self._transition(
-                job_id, action="fail", new_state=State.FAILED, sets={"error": bounded_error(error).model_dump()},
-                event="failed", detail=error.message[:200], **self._fence(attempt),
-            )
-        not_before = iso(self.clock() + timedelta(seconds=retry_delay_s))
-        return self._transition(
-            job_id,
-            action="retry",
-            new_state=State.QUEUED,
-            sets={"error": bounded_error(error).model_dump(), "not_before": not_before, "active_state": State.QUEUED.value, "due_at": not_before},
-            # dispatched_at goes: the bridge sends the retry's message (delayed) when it sees it.
-            removes=("lease_owner", "lease_expires_at", "dispatched_at"),
-            event="retry_scheduled",
-            detail=error.message[:200],
-            **self._fence(attempt),
-        )
+        or RUNNING -> FAILED. Fenced on the current attempt. After a cancel request -> CANCELLED
+        (``_end_attempt``)."""
+        return self._end_attempt(job_id, attempt, error, retry_delay_s, self._fence(attempt), action="fail",
+                                 final_event="failed", retry_event="retry_scheduled")
 
     def expire_lease(self, job_id: str, attempt: int, error: JobError, retry_delay_s: float | None) -> Job:
         """The sweeper's write for a RUNNING job whose lease lapsed: like ``fail``, and also
         conditional on the lease still being lapsed, so a heartbeat that lands first wins."""
-        now = iso(self.clock())
-        error = error.model_copy(update={"attempt": attempt})
         fence = self._fence(attempt)
         fence["condition"] += " AND lease_expires_at < :now"
-        fence["values"] = {**fence["values"], ":now": {"S": now}}
-        if retry_delay_s is None:
-            return self._transition(job_id, action="expire", new_state=State.FAILED, sets={"error": bounded_error(error).model_dump()},
-                                    event="lease_expired", detail=error.message[:200], **fence)
-        not_before = iso(self.clock() + timedelta(seconds=retry_delay_s))
-        return self._transition(
-            job_id, action="expire", new_state=State.QUEUED,
-            sets={"error": bounded_error(error).model_dump(), "not_before": not_before, "active_state": State.QUEUED.value, "due_at": not_before},
-            removes=("lease_owner", "lease_expires_at", "dispatched_at"),
-            event="lease_expired", detail=error.message[:200], **fence,
-        )
+        fence["values"] = {**fence["values"], ":now": {"S": iso(self.clock())}}
+        return self._end_attempt(job_id, attempt, error, retry_delay_s, fence, action="expire",
+                                 final_event="lease_expired", retry_event="lease_expired")
 
-    def acknowledge_cancel(self, job_id: str, attempt: int) -> Job:
-        """RUNNING -> CANCELLED once the runner stopped the job after a cancel request."""
+    def _end_attempt(self, job_id: str, attempt: int, error: JobError, retry_delay_s: float | None,
+                     fence: dict[str, Any], *, action: str, final_event: str, retry_event: str) -> Job:
+        """End a RUNNING attempt that did not succeed: QUEUED after ``retry_delay_s``, or FAILED.
+
+        Unless a cancel was requested: then the job ends CANCELLED, however the attempt ended (a
+        failure, a timeout, a lapsed lease, an ignored request the watchdog stopped). Retrying it
+        would run the job against the request, and carry the request into the new run. The write's
+        condition says "no cancel requested"; when that is what failed, a second write, fenced the
+        same way, records CANCELLED (with the error, which says why the attempt ended)."""
+        error = bounded_error(error.model_copy(update={"attempt": attempt}))
+        detail = error.message[:200]
+        guarded = {**fence, "condition": fence["condition"] + " AND " + _NO_CANCEL_REQUESTED,
+                   "values": {**fence["values"], ":false": {"BOOL": False}}}
+        try:
+            if retry_delay_s is None:
+                return self._transition(job_id, action=action, new_state=State.FAILED, sets={"error": error.model_dump()},
+                                        event=final_event, detail=detail, **guarded)
+            not_before = iso(self.clock() + timedelta(seconds=retry_delay_s))
+            return self._transition(
+                job_id, action=action, new_state=State.QUEUED,
+                sets={"error": error.model_dump(), "not_before": not_before, "active_state": State.QUEUED.value,
+                      "due_at": not_before},
+                # dispatched_at goes: the bridge sends the retry's message (delayed) when it sees it.
+                removes=("lease_owner", "lease_expires_at", "dispatched_at"),
+                event=retry_event, detail=detail, **guarded,
+            )
+        except InvalidTransition as exc:
+            current = exc.current or {}
+            if not (exc.state == State.RUNNING.value and current.get("attempt") == attempt
+                    and current.get("cancel_requested")):
+                raise
+        return self._transition(job_id, action=action, new_state=State.CANCELLED, sets={"error": error.model_dump()},
+                                event="cancelled", detail=f"cancel requested; the attempt ended: {error.type}", **fence)
+
+    def acknowledge_cancel(self, job_id: str, attempt: int, *, forced: bool = False) -> Job:
+        """RUNNING -> CANCELLED once the runner stopped the job after a cancel request (``forced``:
+        the job function ignored the request past the runner's grace, and was left behind)."""
         return self._transition(
             job_id, action="cancel", new_state=State.CANCELLED, event="cancelled",
-            detail="stopped after cancel request", **self._fence(attempt),
+            detail="forced: the job ignored the cancel request" if forced else "stopped after cancel request",
+            **self._fence(attempt),
         )
 
     def fail_unless_final(self, job_id: str, error: JobError) -> Job | None:
