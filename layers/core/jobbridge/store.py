@@ -478,7 +478,8 @@ class JobStore:
 
     def record_batch_job(self, job_id: str, attempt: int, token: str, batch_job_id: str) -> bool:
         """Record the submitted Batch job's id on the reservation ``token`` holds. False when the
-        job is final or the reservation is no longer ours (the id then only lives in Batch)."""
+        reservation is no longer ours (its new holder finds the Batch job by name); JobAlreadyFinal
+        when the job ended meanwhile (a cancel: the Batch job has nothing to run)."""
         now = iso(self.clock())
         try:
             self._call(
@@ -494,11 +495,15 @@ class JobStore:
                     ":id": {"S": batch_job_id}, ":now": {"S": now}, ":one": {"N": "1"}, ":a": {"N": str(attempt)},
                     ":token": {"S": token}, ":queued": {"S": State.QUEUED.value}, ":running": {"S": State.RUNNING.value},
                 },
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
-            if _condition_failed(exc):
-                return False
-            raise
+            if not _condition_failed(exc):
+                raise
+            current = decode_item(exc.response["Item"]) if exc.response.get("Item") else {}
+            if current.get("state") in {s.value for s in FINAL_STATES}:
+                raise JobAlreadyFinal(job_id, "record the Batch job", current["state"], "final states are absorbing") from None
+            return False
         return True
 
     def fail_unstarted_batch_attempt(self, job_id: str, attempt: int, job_name: str, error: JobError,
