@@ -179,6 +179,21 @@ def test_submit_routes_each_example_type_to_each_allowed_target(client, auth, jo
     assert shown["history"][0]["event"] == "submitted"
 
 
+@pytest.mark.parametrize("body, route", [
+    ({"type": "sleep", "params": {"seconds": 600}, "target": "public"}, "batch"),  # past WorkerTimeout 300
+    ({"type": "sleep", "params": {"seconds": 60}, "target": "public"}, "lambda"),
+    ({"type": "echo", "requirements": {"memory_mb": 2048}, "target": "public"}, "batch"),  # past WorkerMemorySize
+])
+def test_routing_knows_the_deployed_worker(settings, watched_aws_clients, auth, body, route) -> None:
+    deployed = settings.model_copy(update={"worker_timeout_s": 300, "worker_memory_mb": 1024})
+    clear_api_caches()
+    with TestClient(create_app(deployed)) as client:
+        client.app.dependency_overrides[deps.settings_dep] = lambda: deployed
+        response = client.post("/jobs", json=body, headers=auth())
+    assert response.status_code == 202, response.text
+    assert response.json()["route"] == route
+
+
 def test_submit_makes_exactly_one_aws_call_and_never_touches_sqs(client, auth, watched_aws_clients) -> None:
     watched_aws_clients.clear()
     response = submit(client, auth(), type="echo", params={"n": 1})

@@ -167,6 +167,41 @@ def test_a_cpu_job_goes_to_the_cpu_queue_with_at_least_batchs_minimum_timeout(su
     assert request["timeout"]["attemptDurationSeconds"] >= 60
 
 
+def resources_of(request: dict[str, Any]) -> dict[str, str]:
+    return {r["type"]: r["value"] for r in request["containerOverrides"].get("resourceRequirements", [])}
+
+
+def test_a_gpu_job_container_gets_its_gpu_and_the_memory_it_asked_for(submitter, batch, batch_job) -> None:
+    job = batch_job(requirements=Requirements(gpu=True, memory_mb=30000))
+
+    submitter.submit(message_for(job))
+
+    assert resources_of(batch.jobs[0]["request"]) == {"GPU": "1", "MEMORY": "30000"}
+
+
+@pytest.mark.parametrize("memory_mb, vcpu, memory", [
+    (512, "0.25", "512"),
+    (3000, "0.5", "3072"),   # the smallest Fargate size that holds it, memory rounded up to its step
+    (5000, "1", "5120"),
+    (20000, "4", "20480"),
+    (40000, "8", "40960"),
+    (122880, "16", "122880"),
+])
+def test_a_cpu_job_container_gets_the_smallest_fargate_size_that_holds_its_memory(
+        submitter, batch, batch_job, memory_mb, vcpu, memory) -> None:
+    job = batch_job(type="sleep", params={"seconds": 1200}, requirements=Requirements(memory_mb=memory_mb))
+
+    submitter.submit(message_for(job))
+
+    assert resources_of(batch.jobs[0]["request"]) == {"VCPU": vcpu, "MEMORY": memory}
+
+
+def test_a_cpu_job_without_a_memory_need_keeps_the_job_definitions_size(submitter, batch, batch_job) -> None:
+    job = batch_job(type="sleep", params={"seconds": 1200}, requirements=Requirements())
+    submitter.submit(message_for(job))
+    assert resources_of(batch.jobs[0]["request"]) == {}
+
+
 def test_a_duplicate_message_starts_no_second_batch_job(submitter, batch, batch_job) -> None:
     job = batch_job()
     first = submitter.submit(message_for(job))

@@ -52,7 +52,7 @@ from .errors import DependencyUnavailable, InvalidTransition, JobAlreadyFinal, J
 from .ids import parse_iso
 from .lifecycle import JobLifecycle
 from .messages import JobMessage
-from .models import Job, JobError, State
+from .models import Job, JobError, Requirements, State
 from .queues import Queue
 from .store import BatchReservation, BatchSubmissionReserved, JobStore
 
@@ -113,6 +113,45 @@ class BatchTargets:
 
     def for_job(self, job: Job) -> BatchTarget:
         return self.gpu if job.requirements.gpu else self.cpu
+
+
+# Fargate's task sizes: vCPU -> the memory (MiB) it allows, from its smallest to its largest, by a step.
+# https://docs.aws.amazon.com/batch/latest/APIReference/API_ResourceRequirement.html
+FARGATE_SIZES: tuple[tuple[str, int, int, int], ...] = (
+    ("0.25", 512, 2048, 512),  # 512, 1024 or 2048 only
+    ("0.5", 1024, 4096, 1024),
+    ("1", 2048, 8192, 1024),
+    ("2", 4096, 16384, 1024),
+    ("4", 8192, 30720, 1024),
+    ("8", 16384, 61440, 4096),
+    ("16", 32768, 122880, 8192),
+)
+
+
+def fargate_size(memory_mb: int) -> tuple[str, int]:
+    """The smallest Fargate size (vCPU, MiB) with at least ``memory_mb``. ValueError past the largest
+    (routing refuses such CPU work at submit)."""
+    for vcpu, low, high, step in FARGATE_SIZES:
+        if memory_mb <= high:
+            if vcpu == "0.25":
+                return vcpu, next(m for m in (512, 1024, 2048) if m >= memory_mb)
+            return vcpu, max(low, -(-memory_mb // step) * step)
+    raise ValueError(f"{memory_mb} MiB is past Fargate's largest size")
+
+
+def container_resources(requirements: Requirements) -> list[dict[str, str]]:
+    """SubmitJob's containerOverrides.resourceRequirements for a job's needs: a GPU job (EC2) gets
+    its GPU and the memory it asked for; a CPU job (Fargate) the smallest Fargate size holding its
+    memory (Fargate accepts only those pairs). Without a memory need, the job definition's size."""
+    if requirements.gpu:
+        resources = [{"type": "GPU", "value": "1"}]
+        if requirements.memory_mb is not None:
+            resources.append({"type": "MEMORY", "value": str(requirements.memory_mb)})
+        return resources
+    if requirements.memory_mb is None:
+        return []
+    vcpu, memory = fargate_size(requirements.memory_mb)
+    return [{"type": "VCPU", "value": vcpu}, {"type": "MEMORY", "value": str(memory)}]
 
 
 def batch_job_name(job_id: str, message_attempt: int) -> str:
@@ -286,11 +325,15 @@ class BatchSubmitter:
         correlation_id = job.correlation_id or message.correlation_id
         if correlation_id:
             environment.append({"name": "JOBBRIDGE_CORRELATION_ID", "value": correlation_id})
+        overrides: dict[str, Any] = {"environment": environment}
+        resources = container_resources(job.requirements)
+        if resources:
+            overrides["resourceRequirements"] = resources
         out = self.batch.submit_job(
             jobName=reservation.job_name,
             jobQueue=target.job_queue,
             jobDefinition=target.job_definition,
-            containerOverrides={"environment": environment},
+            containerOverrides=overrides,
             timeout={"attemptDurationSeconds": max(MIN_ATTEMPT_DURATION_S, int(job.timeout_s) + TIMEOUT_MARGIN_S)},
         )
         batch_job_id = out["jobId"]

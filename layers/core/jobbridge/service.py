@@ -17,7 +17,7 @@ from .ids import idempotent_job_id, iso, new_job_id
 from .limits import check_params
 from .models import HistoryEntry, Job, JobCreate, State
 from .registry import Registry
-from .routing import choose_placement
+from .routing import LambdaWorker, choose_placement
 from .store import JobStore
 
 
@@ -34,9 +34,10 @@ def request_hash(request: JobCreate) -> str:
 
 
 class JobService:
-    def __init__(self, store: JobStore, registry: Registry) -> None:
+    def __init__(self, store: JobStore, registry: Registry, worker: LambdaWorker = LambdaWorker()) -> None:
         self.store = store
         self.registry = registry
+        self.worker = worker  # the deployed Lambda worker: what it cannot run goes to Batch
 
     def submit(
         self,
@@ -48,7 +49,7 @@ class JobService:
     ) -> Submitted:
         jt = self.registry.get(request.type)
         params = jt.parse_params(request.params)
-        placement = choose_placement(jt, request, params)
+        placement = choose_placement(jt, request, params, self.worker)
         if not _finite(params.model_dump()):
             # Checked before mode="json", which would silently turn NaN and Infinity into null.
             raise InvalidParams(jt.name, [{"loc": ["body", "params"], "msg": "Out of range float values are not JSON compliant",

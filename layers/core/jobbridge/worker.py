@@ -21,6 +21,7 @@ from typing import Callable
 
 from .messages import JobMessage
 from .queues import Queue
+from .routing import WORKER_START_MARGIN_S
 from .runner import Outcome, Runner, RunResult
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class InvocationTime:
 
 
 class QueueWorker:
-    def __init__(self, runner: Runner, queue: Queue, *, safety_margin_s: float = 10.0) -> None:
+    def __init__(self, runner: Runner, queue: Queue, *, safety_margin_s: float = WORKER_START_MARGIN_S) -> None:
         self.runner = runner
         self.queue = queue
         self.safety_margin_s = safety_margin_s
