@@ -6,16 +6,16 @@ never retried with the request still set; a job function that ignores the reques
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
 from jobbridge.lifecycle import JobLifecycle
-from jobbridge.models import JobError, State
+from jobbridge.models import JobError, Route, State
 from jobbridge.registry import Registry, job_type
 from jobbridge.runner import Outcome, Runner, RunnerConfig
-from jobbridge.models import Route
 
 BOOM = JobError(type="Boom", message="it broke", retryable=True)
 
@@ -100,8 +100,6 @@ def test_a_running_job_that_ignores_cancel_is_cancelled_forced_after_the_grace(s
 
 
 def _wait(predicate: Any, timeout: float = 10.0) -> None:
-    import time
-
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "condition not met in time"
