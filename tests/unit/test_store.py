@@ -28,7 +28,7 @@ from jobbridge.errors import (
 )
 from jobbridge.ids import iso, parse_iso
 from jobbridge.limits import ERROR_MESSAGE_MAX_CHARS, HISTORY_DETAIL_MAX_CHARS, HISTORY_KEEP_NEWEST
-from jobbridge.models import Job, JobError, Progress, State
+from jobbridge.models import HistoryEntry, Job, JobError, Progress, State
 from jobbridge.store import JobStore, encode_cursor
 
 LEASE_S = 60
@@ -564,3 +564,17 @@ def test_an_error_message_of_any_length_is_stored_cut_to_its_share(store, runnin
     assert job.state is State.FAILED
     assert len(job.error.message) <= ERROR_MESSAGE_MAX_CHARS and job.error.message.endswith("(truncated)")
     assert len(job.history[-1].detail) <= HISTORY_DETAIL_MAX_CHARS
+
+
+def test_a_history_past_its_cap_by_several_entries_is_trimmed_to_the_first_and_the_newest_at_once(
+        store, make_job, ddb, jobs_table) -> None:
+    # e.g. trims skipped while their writes failed: the next write drops every excess entry
+    job = make_job(history=[HistoryEntry(at=iso(parse_iso("2026-01-01T00:00:00.000Z")), state=State.QUEUED,
+                                         event=f"e{n}") for n in range(HISTORY_KEEP_NEWEST + 6)])
+    store.create(job)
+
+    running = store.claim(job.job_id, "worker-1", LEASE_S)
+
+    events = history_events(running)
+    assert events == ["e0"] + [f"e{n}" for n in range(7, HISTORY_KEEP_NEWEST + 6)] + ["claimed"]
+    assert running.history_dropped == 6
