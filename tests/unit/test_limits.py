@@ -4,9 +4,11 @@ enforced before DynamoDB has to refuse anything (docs/RELIABILITY.md, "Limits").
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from jobbridge.dynamo_codec import dump_json, encode_item, item_size, json_size
 from jobbridge.limits import (
@@ -19,7 +21,8 @@ from jobbridge.limits import (
 )
 from jobbridge.lifecycle import JobLifecycle
 from jobbridge.models import HistoryEntry, Job, JobError, Progress, Requirements, Route, State
-from jobbridge.registry import load_registry
+from jobbridge.registry import Registry, job_type, load_registry
+from jobbridge.runner import Outcome, Runner, RunnerConfig
 from jobbridge.store import JobStore
 
 WIDE = "\U0001F680"  # 4 bytes in UTF-8, the widest a character gets
@@ -123,3 +126,32 @@ def test_a_result_dynamodb_refuses_on_an_old_large_record_fails_the_job_never_lo
     assert final.error is not None
     assert (final.error.type, final.error.retryable) == ("ResultTooLarge", False)
     assert "DynamoDB" in final.error.message
+
+
+def test_progress_an_old_record_at_the_limit_cannot_hold_is_dropped_and_the_job_still_completes(
+        store, make_job, ddb, jobs_table, monkeypatch) -> None:
+    crashed: list[BaseException] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: crashed.append(args.exc_value))
+    registry = Registry()
+
+    @job_type("chatty", params=_Anything, placements={Route.LAMBDA}, timeout_s=60, registry=registry)
+    def chatty(params: Any, ctx: Any) -> dict[str, Any]:
+        ctx.progress(0.5, WIDE * 1024)  # 4 KiB of progress message: more than the record has room for
+        ctx.sleep(0.5)  # the heartbeat thread writes it meanwhile
+        return {"ok": 1}
+
+    job, _ = store.create(make_job(type="chatty", params={"blob": ""}))
+    item = ddb.get_item(TableName=jobs_table, Key={"job_id": {"S": job.job_id}})["Item"]
+    item["params"] = {"S": json.dumps({"blob": "x" * (DYNAMODB_MAX_ITEM_BYTES - item_size(item) - 1200)})}
+    ddb.put_item(TableName=jobs_table, Item=item)  # written before the budget: 1,200 bytes to spare
+    runner = Runner(JobLifecycle(store, registry), registry,
+                    RunnerConfig(owner="lambda", heartbeat_s=0.1, progress_flush_s=0.05))
+
+    result = runner.run(job.job_id, expected_attempt=0)
+
+    assert result.outcome is Outcome.SUCCEEDED and store.get(job.job_id).result == {"ok": 1}
+    assert crashed == []  # the heartbeat thread went on
+
+
+class _Anything(BaseModel):
+    pass

@@ -28,6 +28,7 @@ from typing import Any, Callable, Protocol
 from .errors import (
     DependencyUnavailable,
     InvalidTransition,
+    ItemTooLarge,
     JobBridgeError,
     JobCancelled,
     JobFailure,
@@ -318,6 +319,9 @@ class Runner:
             with state.lock:
                 state.progress_dirty = state.progress_dirty or progress is not None
             logger.warning("heartbeat failed; retrying", extra={"error": str(exc)})
+            return False
+        except ItemTooLarge as exc:  # a record written before the size budget, at DynamoDB's limit
+            logger.warning("heartbeat refused: the record cannot grow; progress dropped", extra={"error": str(exc)})
             return False
         if fresh.cancel_requested and not state.cancel_requested:
             logger.info("cancel requested")
