@@ -23,8 +23,8 @@ from jobbridge_local.sqs_poller import SqsMapping, SqsPoller
 pytestmark = pytest.mark.integration
 
 REGISTRY = load_registry()
-NOTHING = {"redispatched": 0, "redispatch_failed": 0, "leases_requeued": 0, "leases_failed": 0, "skipped": 0,
-           "errors": 0}
+NOTHING = {"redispatched": 0, "redispatch_failed": 0, "leases_requeued": 0, "leases_failed": 0, "leases_cancelled": 0,
+           "skipped": 0, "errors": 0}
 
 
 def store_of(stack: Any, clock: Any = None) -> JobStore:
@@ -174,3 +174,15 @@ def test_one_record_that_cannot_be_written_is_counted_and_the_sweep_goes_on(temp
     assert report == {**NOTHING, "leases_requeued": 1, "errors": 1}
     assert store.get(good.job_id).state is State.QUEUED
     assert store.client.get_item(TableName=stack.table_name, Key={"job_id": {"S": bad.job_id}})["Item"] == item
+
+
+def test_a_lapsed_lease_of_a_job_whose_cancel_was_requested_ends_it_cancelled(template_stack) -> None:
+    stack = template_stack()
+    store = store_of(stack)
+    job = submit(stack, "echo", {"worker": "died after the cancel request"})
+    store.claim(job.job_id, "lambda-that-died", lease_s=-60)
+    store.cancel(job.job_id, "acme")
+
+    assert sweep(stack) == {**NOTHING, "leases_cancelled": 1}
+    ended = store.get(job.job_id)
+    assert ended.state is State.CANCELLED and ended.error is not None and ended.error.type == "LeaseExpired"

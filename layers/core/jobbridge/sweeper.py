@@ -33,6 +33,7 @@ class SweepReport:
     redispatch_failed: int = 0
     leases_requeued: int = 0
     leases_failed: int = 0
+    leases_cancelled: int = 0
     skipped: int = 0
     errors: int = 0  # jobs that could not be handled (logged with their ids); the rest were
     job_ids: list[str] = field(default_factory=list)
@@ -108,6 +109,8 @@ class Sweeper:
         report.job_ids.append(job_id)
         if job.state is State.QUEUED:
             report.leases_requeued += 1
+        elif job.state is State.CANCELLED:
+            report.leases_cancelled += 1  # its cancel was requested: it ends as asked
         else:
             report.leases_failed += 1
         log.warning("lease expired", extra={"job_id": job_id, "attempt": attempt, "state": job.state.value})
