@@ -47,7 +47,7 @@ FINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
 
 def role_of(cmdline: list[str]) -> str:
     text = " ".join(cmdline)
-    if "moto.server" in text or "moto_server" in text:
+    if "moto.server" in text or "moto_server" in text or "jobbridge_local.motoserver" in text:
         return "emulator:moto"
     if "jobbridge_local batch" in text:
         return "batch-api"  # the local Batch API; its children are the job containers

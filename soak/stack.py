@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FAULTS_BOOT = ROOT / "local" / "jobbridge_faults" / "boot"
 START_TIMEOUT_S = 120
 # The emulators and the launcher: never faulted (see jobbridge_faults.DEFAULT_SKIP).
-SKIP = r"moto[/.]server|jobbridge_local(/__main__\.py)?\s+(run|resources|token|batch)\b|local_batch"
+SKIP = r"moto[/.]?server|jobbridge_local(/__main__\.py)?\s+(run|resources|token|batch)\b|local_batch"
 
 
 class SoakStack(StackProcess):

@@ -110,8 +110,8 @@ class MessageLease:
              job_type: str | None = None) -> Job:
         return self.api.fail(job_id, attempt, error, max_attempts, job_type)
 
-    def acknowledge_cancel(self, job_id: str, attempt: int) -> Job:
-        return self.api.acknowledge_cancel(job_id, attempt)
+    def acknowledge_cancel(self, job_id: str, attempt: int, *, forced: bool = False) -> Job:
+        return self.api.acknowledge_cancel(job_id, attempt)  # the agent reports a cancel the same either way
 
     def extend(self, job_id: str) -> bool:
         """ChangeMessageVisibility, at most once per ``min_interval_s`` (progress beats are frequent)."""
@@ -173,6 +173,8 @@ class Agent:
             # The executor stops a job past its timeout (killing it after kill_grace_s); the
             # runner's watchdog is the backstop after that.
             timeout_grace_s=config.kill_grace_s + 5.0,
+            # Likewise for a cancel: the executor kills an ignoring job after kill_grace_s.
+            cancel_grace_s=config.kill_grace_s + 5.0,
             settle_retries=config.settle_retries,
         )
 

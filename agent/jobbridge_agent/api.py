@@ -30,9 +30,8 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 from urllib.parse import quote, urlsplit
 
-from jobbridge.dynamo_codec import dump_json
-from jobbridge.errors import DependencyUnavailable, InvalidTransition, JobNotFound, StaleAttempt
-from jobbridge.lifecycle import MAX_INLINE_RESULT_BYTES
+from jobbridge.errors import DependencyUnavailable, InvalidTransition, JobNotFound, StaleAttempt, TooLarge
+from jobbridge.limits import check_result
 from jobbridge.models import AgentBeatAnswer, AgentJob, Job, JobError, JobPublic, Progress
 
 from .backoff import Backoff
@@ -200,16 +199,14 @@ class AgentApi:
         return known
 
     def complete(self, job_id: str, attempt: int, result: Any) -> Job:
-        # The same limits as JobLifecycle.complete, checked here because a result past the API's
-        # body limit would never reach it (413): the job fails with the reason instead.
+        # The same limit as JobLifecycle.complete (the result's share of the record, well under the
+        # API's body limit), checked here too so that an oversized result is not sent at all.
         try:
-            size = len(dump_json(result).encode())
+            check_result(result)
+        except TooLarge as exc:
+            return self.fail(job_id, attempt, JobError(type="ResultTooLarge", message=f"the result {exc}"))
         except (TypeError, ValueError) as exc:
             return self.fail(job_id, attempt, JobError(type="ResultNotJSON", message=f"the result is not JSON: {exc}"))
-        if size > MAX_INLINE_RESULT_BYTES - 1024:
-            return self.fail(job_id, attempt, JobError(
-                type="ResultTooLarge",
-                message=f"the result is {size} bytes; results are limited to {MAX_INLINE_RESULT_BYTES} bytes inline"))
         return self._settled(job_id, self._post("complete", job_id, {"attempt": attempt, "result": result}))
 
     def fail(self, job_id: str, attempt: int, error: JobError, max_attempts: int | None = None,
@@ -218,7 +215,9 @@ class AgentApi:
         body = {"attempt": attempt, "error": error.model_dump(include={"type", "message", "retryable"})}
         return self._settled(job_id, self._post("fail", job_id, body))
 
-    def acknowledge_cancel(self, job_id: str, attempt: int) -> Job:
+    def acknowledge_cancel(self, job_id: str, attempt: int, *, forced: bool = False) -> Job:
+        # ``forced`` is not sent: the agent stops an ignoring job by killing its process, and the
+        # cancellation it reports is the same either way.
         return self._settled(job_id, self._post("cancelled", job_id, {"attempt": attempt}))
 
     # --- start-up check ----------------------------------------------------------------------

@@ -29,7 +29,8 @@ def _sweeper() -> Sweeper:
 @logger.inject_lambda_context(clear_state=True)
 def handler(event, context):
     report = _sweeper().sweep()
-    for name in ("redispatched", "redispatch_failed", "leases_requeued", "leases_failed", "skipped"):
+    for name in ("redispatched", "redispatch_failed", "leases_requeued", "leases_failed", "leases_cancelled", "skipped",
+                 "errors"):
         metrics.add_metric(name=f"sweeper_{name}", unit=MetricUnit.Count, value=getattr(report, name))
     logger.info("swept", extra={"report": report.__dict__})
     return {k: v for k, v in report.__dict__.items() if k != "job_ids"}

@@ -21,7 +21,7 @@ from jobbridge.queues import Queue
 from jobbridge.registry import load_registry
 from jobbridge.runner import Runner, RunnerConfig
 from jobbridge.store import JobStore
-from jobbridge.worker import QueueWorker
+from jobbridge.worker import InvocationTime, QueueWorker
 
 logger = get_logger()
 metrics = Metrics(namespace="jobbridge")
@@ -37,11 +37,11 @@ def _worker() -> QueueWorker:
     return QueueWorker(runner, Queue(settings.queue_url(Route.LAMBDA)))
 
 
-def record_handler(record: SQSRecord, lambda_context, invocation_s: float | None = None):
+def record_handler(record: SQSRecord, lambda_context, time: InvocationTime | None = None):
     message = JobMessage.model_validate_json(record.body)  # a malformed body raises: retried, then dead-lettered
     logger.append_keys(job_id=message.job_id, correlation_id=message.correlation_id)
-    remaining_s = lambda_context.get_remaining_time_in_millis() / 1000
-    result = _worker().process(message, record.receipt_handle, remaining_s, invocation_s)
+    time = time or InvocationTime(lambda_context.get_remaining_time_in_millis)
+    result = _worker().process(message, record.receipt_handle, time.remaining_s(), time.invocation_s)
     metrics.add_metric(name=f"jobs_{result.outcome.value}", unit=MetricUnit.Count, value=1)
     return result.outcome.value
 
@@ -50,6 +50,6 @@ def record_handler(record: SQSRecord, lambda_context, invocation_s: float | None
 @logger.inject_lambda_context(clear_state=True)
 def handler(event, context):
     # The time a fresh invocation has: a job never gets more, so it is never handed back for more.
-    invocation_s = context.get_remaining_time_in_millis() / 1000
-    return process_partial_response(event=event, record_handler=partial(record_handler, invocation_s=invocation_s),
+    time = InvocationTime(context.get_remaining_time_in_millis)
+    return process_partial_response(event=event, record_handler=partial(record_handler, time=time),
                                     processor=processor, context=context)

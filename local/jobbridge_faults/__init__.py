@@ -65,7 +65,7 @@ from pathlib import Path
 from typing import Any
 
 KINDS = ("throttle", "5xx", "timeout", "timeout_final", "duplicate")
-DEFAULT_SKIP = r"moto[/.]server|jobbridge_local(/__main__\.py)?\s+(run|resources|token)\b"
+DEFAULT_SKIP = r"moto[/.]?server|jobbridge_local(/__main__\.py)?\s+(run|resources|token)\b"
 
 _THROTTLE_CODES = {
     "dynamodb": "ProvisionedThroughputExceededException",

@@ -1,8 +1,9 @@
 """moto server, the AWS emulator, as a child process on loopback.
 
-A subprocess (``python -m moto.server``) rather than moto's in-process ThreadedMotoServer: the
-emulator's state then survives nothing but itself, and stopping it cannot disturb the caller's
-threads. Readiness is moto's own dashboard route ``/moto-api/`` answering.
+A subprocess (``python -m jobbridge_local.motoserver``: moto's own server, with DynamoDB made as
+strict as AWS about item size by ``strict_dynamodb``) rather than moto's in-process
+ThreadedMotoServer: the emulator's state then survives nothing but itself, and stopping it cannot
+disturb the caller's threads. Readiness is moto's own dashboard route ``/moto-api/`` answering.
 http://docs.getmoto.org/en/latest/docs/server_mode.html
 
 Example::
@@ -80,7 +81,7 @@ class MotoServer:
             self._log = self.log_file.open("ab")
         output = self._log if self._log is not None else subprocess.DEVNULL
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+            [sys.executable, "-m", "jobbridge_local.motoserver", "-H", self.host, "-p", str(self.port)],
             stdout=output,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -134,3 +135,17 @@ class MotoServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """moto's server, with DynamoDB as strict as AWS about item size (``strict_dynamodb``)."""
+    from moto import server
+
+    from .strict_dynamodb import install
+
+    install()
+    server.main(argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from e2e_stack import RunningStack, start_stack, wait_for
+from jobbridge_local.local_batch import DEFAULT_MAX_RUNNING
 
 pytestmark = pytest.mark.e2e
 
@@ -165,3 +166,33 @@ def test_duplicate_batch_submit_messages_start_one_batch_job(stack, api, batch) 
     assert final["state"] == "SUCCEEDED" and final["attempt"] == 1
     assert len(batch_jobs_of(batch, job_id, 1)) == 1
     assert batch_jobs_of(batch, job_id, 2) == []
+
+
+def test_cancel_stops_batch_work_waiting_for_a_host_and_running(api, batch) -> None:
+    # Every local "host" busy (the local Batch runs DEFAULT_MAX_RUNNING containers at once): the next
+    # Batch job waits RUNNABLE, as one waits for a GPU instance in AWS.
+    busy = [submit_8k(api, f"e2e-busy-{n}", duration_s=600) for n in range(DEFAULT_MAX_RUNNING)]
+    running = [running_in_batch(api, batch, job_id, attempt=1, batch_attempt_number=1) for job_id in busy]
+    job_id = submit_8k(api, "e2e-cancel-waiting", duration_s=1)
+    waiting = wait_for(lambda: job(api, job_id).get("dispatched_at") and batch_jobs_of(batch, job_id, 1),
+                       timeout=60, what="its Batch job to be submitted")[0]
+    assert waiting["status"] == "RUNNABLE"
+
+    cancelled = api.post(f"/jobs/{job_id}/cancel")
+
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "CANCELLED"
+    # the bridge, from the stream, terminates the Batch job: no host starts for it
+    detail = wait_for(lambda: (d := batch.describe_jobs(jobs=[waiting["jobId"]])["jobs"][0])["status"] == "FAILED"
+                      and d, timeout=60, what="the waiting Batch job to be terminated")
+    assert f"jobbridge job {job_id} cancelled" in detail["statusReason"]
+    assert not detail.get("attempts")  # never started
+
+    # running ones: cancelled, they end CANCELLED and their containers stop
+    for busy_id in busy:
+        assert api.post(f"/jobs/{busy_id}/cancel").json()["cancel_requested"] is True
+    for busy_id, batch_job_id in zip(busy, running):
+        assert wait_for(lambda: job(api, busy_id)["state"] != "RUNNING", timeout=90,
+                        what="the running job to stop") and job(api, busy_id)["state"] == "CANCELLED"
+        wait_for(lambda: batch.describe_jobs(jobs=[batch_job_id])["jobs"][0]["status"] in ("SUCCEEDED", "FAILED"),
+                 timeout=60, what="its container to stop")
+    assert job(api, job_id)["state"] == "CANCELLED"

@@ -15,13 +15,16 @@ import boto3
 import pytest
 
 from jobbridge_local.template import load_template
-from events import load_event
+from events import load_event, stream_event
 from jobbridge.models import JobCreate, Route, State
 from jobbridge.registry import load_registry
 from jobbridge.service import JobService
 from jobbridge_local.invoke import LambdaContext, load_handler
 from jobbridge_local.local_batch import LocalBatch
+from jobbridge_local.event_filter import matches_any, parse_filters
 from jobbridge_local.resources import DUMMY_CREDENTIALS
+from jobbridge_local.stream_poller import to_lambda_record
+from jobbridge_local.template import LOCAL_REGION
 
 # One parse of template.yaml per module (not imported from conftest: module names must stay unique).
 template = lru_cache(maxsize=1)(load_template)
@@ -167,6 +170,63 @@ def test_a_refused_submission_and_a_malformed_body_come_back_alone(submit_functi
 
     failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
     assert failed == {records[0]["messageId"], "junk"}
+
+
+# --- cancel: a submitted Batch job is terminated, driven by the stream ------------------------------------
+
+
+def stream_records_of(stack, job_id: str) -> list[dict[str, Any]]:
+    """The job's records in the table's stream, as Lambda's event source mapping hands them over."""
+    streams = stack.client("dynamodbstreams")
+    records = []
+    for shard in streams.describe_stream(StreamArn=stack.stream_arn)["StreamDescription"]["Shards"]:
+        iterator = streams.get_shard_iterator(StreamArn=stack.stream_arn, ShardId=shard["ShardId"],
+                                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        while iterator:
+            out = streams.get_records(ShardIterator=iterator, Limit=1000)
+            if not out["Records"]:
+                break
+            records += [to_lambda_record(r, stack.stream_arn, LOCAL_REGION) for r in out["Records"]
+                        if r["dynamodb"]["Keys"]["job_id"]["S"] == job_id]
+            iterator = out.get("NextShardIterator")
+    return records
+
+
+def test_cancelling_a_queued_job_terminates_its_submitted_batch_job_through_the_stream(
+        submit_function, service, module_stack, batch_api, local_batch, stack_store, function_env,
+        bridge_handler, lambda_context) -> None:
+    _, invoke = submit_function()
+    job = service.submit("acme", JobCreate(type="transcode", params={"video_id": "gpu", "resolution": "8K"})).job
+    invoke(delivered(module_stack, message_of(job)))
+    (summary,) = jobs_named(batch_api, local_batch, f"jb-{job.job_id}-1")
+    assert summary["status"] == "RUNNABLE"  # waiting for a GPU host: nothing ran yet
+
+    cancelled = stack_store(module_stack).cancel(job.job_id, "acme")  # what POST /jobs/{id}/cancel does
+
+    assert cancelled.state is State.CANCELLED
+    (record,) = [r for r in stream_records_of(module_stack, job.job_id)
+                 if r["dynamodb"]["NewImage"]["state"]["S"] == "CANCELLED"]
+    (source,) = template().event_sources("BridgeFunction", "DynamoDB", module_stack.context)
+    assert matches_any(parse_filters(source.properties["FilterCriteria"]["Filters"]), record)  # it reaches the bridge
+    response = bridge_handler(stream_event(record), lambda_context(function_env("bridge", module_stack)))
+
+    assert response == {"batchItemFailures": []}
+    (detail,) = batch_api.describe_jobs(jobs=[summary["jobId"]])["jobs"]
+    assert detail["status"] == "FAILED"  # TerminateJob on a job not yet STARTING cancels it
+    assert job.job_id in detail["statusReason"] and "cancelled" in detail["statusReason"]
+
+
+def test_a_cancelled_job_without_a_batch_job_costs_the_bridge_no_batch_call(
+        service, module_stack, stack_store, function_env, bridge_handler, lambda_context) -> None:
+    job = service.submit("acme", JobCreate(type="echo", params={}, target="public")).job
+    stack_store(module_stack).cancel(job.job_id, "acme")
+    (record,) = [r for r in stream_records_of(module_stack, job.job_id)
+                 if r["dynamodb"]["NewImage"]["state"]["S"] == "CANCELLED"]
+    (source,) = template().event_sources("BridgeFunction", "DynamoDB", module_stack.context)
+
+    assert not matches_any(parse_filters(source.properties["FilterCriteria"]["Filters"]), record)
+    assert bridge_handler(stream_event(record), lambda_context(function_env("bridge", module_stack))) == {
+        "batchItemFailures": []}
 
 
 def test_the_local_batch_needs_no_image_parameter(module_stack) -> None:

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from events import load_event
+from jobbridge.dynamo_codec import item_size
+from jobbridge.limits import DYNAMODB_MAX_ITEM_BYTES
 from jobbridge.models import Job, JobCreate, JobError, Route, State
 from jobbridge.registry import load_registry
 from jobbridge.service import JobService
@@ -21,7 +23,8 @@ from jobbridge_local.sqs_poller import SqsMapping, SqsPoller
 pytestmark = pytest.mark.integration
 
 REGISTRY = load_registry()
-NOTHING = {"redispatched": 0, "redispatch_failed": 0, "leases_requeued": 0, "leases_failed": 0, "skipped": 0}
+NOTHING = {"redispatched": 0, "redispatch_failed": 0, "leases_requeued": 0, "leases_failed": 0, "leases_cancelled": 0,
+           "skipped": 0, "errors": 0}
 
 
 def store_of(stack: Any, clock: Any = None) -> JobStore:
@@ -150,3 +153,36 @@ def test_a_lease_renewed_before_the_sweeper_writes_wins(template_stack) -> None:
     assert type(refused.value).__name__ == "InvalidTransition"
     assert sweep(stack) == NOTHING
     assert store.get(job.job_id).state is State.RUNNING
+
+
+def test_one_record_that_cannot_be_written_is_counted_and_the_sweep_goes_on(template_stack) -> None:
+    # A record a few bytes under DynamoDB's 400 KB (written before the size budget): ending its
+    # lease adds an error and a history entry, which DynamoDB refuses. It must not stop the sweep.
+    stack = template_stack()
+    store = store_of(stack)
+    bad = submit(stack, "echo", {"record": "near the limit"})
+    store.claim(bad.job_id, "lambda-that-died", lease_s=-600)  # lapsed first: the sweep meets it first
+    item = store.client.get_item(TableName=stack.table_name, Key={"job_id": {"S": bad.job_id}})["Item"]
+    item["params"] = {"S": json.dumps({"blob": ""})}
+    item["params"] = {"S": json.dumps({"blob": "x" * (DYNAMODB_MAX_ITEM_BYTES - item_size(item) - 60)})}
+    store.client.put_item(TableName=stack.table_name, Item=item)
+    good = submit(stack, "echo", {"worker": "died"})
+    store.claim(good.job_id, "lambda-that-died-too", lease_s=-60)
+
+    report = sweep(stack)
+
+    assert report == {**NOTHING, "leases_requeued": 1, "errors": 1}
+    assert store.get(good.job_id).state is State.QUEUED
+    assert store.client.get_item(TableName=stack.table_name, Key={"job_id": {"S": bad.job_id}})["Item"] == item
+
+
+def test_a_lapsed_lease_of_a_job_whose_cancel_was_requested_ends_it_cancelled(template_stack) -> None:
+    stack = template_stack()
+    store = store_of(stack)
+    job = submit(stack, "echo", {"worker": "died after the cancel request"})
+    store.claim(job.job_id, "lambda-that-died", lease_s=-60)
+    store.cancel(job.job_id, "acme")
+
+    assert sweep(stack) == {**NOTHING, "leases_cancelled": 1}
+    ended = store.get(job.job_id)
+    assert ended.state is State.CANCELLED and ended.error is not None and ended.error.type == "LeaseExpired"

@@ -324,6 +324,24 @@ def test_a_job_that_may_need_the_whole_timeout_is_started_by_a_fresh_invocation(
     assert store.get(job.job_id).state is State.SUCCEEDED
 
 
+def test_a_fresh_invocation_starts_a_job_that_needs_all_its_time_whatever_the_clock_does_between_readings(
+        template_stack) -> None:
+    # The remaining time moves on by a millisecond between any two readings (a busy machine): the
+    # decision must not compare the invocation's first reading with a later one.
+    stack = template_stack()
+    store = store_of(stack)
+    job = submit(stack, "echo", {"long": "maybe"})
+    dispatch(stack, job, timeout_s=900, expected_runtime_s=None)
+    readings = iter(900.0 - 0.001 * n for n in range(1_000_000))
+    function = stack.function("worker")
+
+    result = worker_poller(stack, invoke=lambda event: _invoke(
+        function, event, ScriptedContext(stack, lambda: next(readings)))).poll_once()
+
+    assert result.invoked == 1 and not result.failed
+    assert store.get(job.job_id).state is State.SUCCEEDED
+
+
 def test_the_worker_events_file_is_a_batch_the_handler_takes(template_stack) -> None:
     # events/sqs_worker_batch.json as is (sam local invoke uses it): its jobs do not exist here, so
     # both claims are refused and both records acknowledged.

@@ -155,9 +155,20 @@ def _create_all_by_hand(stack_name: str) -> Resources:
     return Resources(name, ddb.describe_table(TableName=name)["Table"].get("LatestStreamArn"), urls)
 
 
+def _strict_dynamodb() -> None:
+    """moto's DynamoDB as strict as AWS about item size (jobbridge_local.strict_dynamodb), when
+    the local stack is installed."""
+    try:
+        from jobbridge_local.strict_dynamodb import install
+    except ImportError:  # the local stack is optional for the unit tier
+        return
+    install()
+
+
 @pytest.fixture
 def stack_name() -> Iterator[str]:
     """A fresh in-process AWS (moto's mock_aws) for this test, and a unique stack name in it."""
+    _strict_dynamodb()
     with mock_aws():
         yield f"unit-{uuid.uuid4().hex[:8]}"
 

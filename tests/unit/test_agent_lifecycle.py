@@ -382,6 +382,14 @@ def test_message_lease_extends_visibility_on_heartbeats_at_most_every_interval()
     assert queue.visibility == [("rh-1", 60), ("rh-1", 60)]  # at 8 s and 16 s
 
 
+def test_message_lease_takes_the_runners_forced_cancel() -> None:
+    # the runner's watchdog cancels an ignoring job with forced=True: the agent's lease must take it
+    api = FakeApi()
+    lease = MessageLease(api, FakeQueue(), "rh-3", visibility_s=60, min_interval_s=1.0, clock=Clock())
+    assert lease.acknowledge_cancel("job-3", 1, forced=True).state is State.CANCELLED
+    assert api.actions("job-3") == ["cancelled"]
+
+
 def test_message_lease_extends_through_an_api_outage_but_not_after_a_lost_lease() -> None:
     queue, api, clock = FakeQueue(), FakeApi(), Clock()
     lease = MessageLease(api, queue, "rh-2", visibility_s=60, min_interval_s=1.0, clock=clock)

@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from jobbridge.config import Settings
 from jobbridge.errors import JobBridgeError
+from jobbridge.limits import PARAMS_MAX_BYTES
 from jobbridge.models import Route
 from jobbridge.store import JobStore
 from jobbridge_api import deps
@@ -178,6 +179,21 @@ def test_submit_routes_each_example_type_to_each_allowed_target(client, auth, jo
     assert shown["history"][0]["event"] == "submitted"
 
 
+@pytest.mark.parametrize("body, route", [
+    ({"type": "sleep", "params": {"seconds": 600}, "target": "public"}, "batch"),  # past WorkerTimeout 300
+    ({"type": "sleep", "params": {"seconds": 60}, "target": "public"}, "lambda"),
+    ({"type": "echo", "requirements": {"memory_mb": 2048}, "target": "public"}, "batch"),  # past WorkerMemorySize
+])
+def test_routing_knows_the_deployed_worker(settings, watched_aws_clients, auth, body, route) -> None:
+    deployed = settings.model_copy(update={"worker_timeout_s": 300, "worker_memory_mb": 1024})
+    clear_api_caches()
+    with TestClient(create_app(deployed)) as client:
+        client.app.dependency_overrides[deps.settings_dep] = lambda: deployed
+        response = client.post("/jobs", json=body, headers=auth())
+    assert response.status_code == 202, response.text
+    assert response.json()["route"] == route
+
+
 def test_submit_makes_exactly_one_aws_call_and_never_touches_sqs(client, auth, watched_aws_clients) -> None:
     watched_aws_clients.clear()
     response = submit(client, auth(), type="echo", params={"n": 1})
@@ -284,9 +300,49 @@ def test_a_chunked_body_over_256_kib_is_413(client, auth, items) -> None:
     assert items() == []
 
 
-def test_a_body_just_under_the_limit_is_accepted(client, auth) -> None:
-    response = submit(client, auth(), type="echo", params={"blob": "x" * (250 * 1024)})
+def test_params_just_under_their_share_of_the_record_are_accepted(client, auth) -> None:
+    response = submit(client, auth(), type="echo", params={"blob": "x" * (PARAMS_MAX_BYTES - 20)})
     assert response.status_code == 202
+
+
+def test_a_body_under_the_body_limit_with_params_over_their_share_is_413_naming_params(client, auth, items) -> None:
+    response = submit(client, auth(), type="echo", params={"blob": "x" * (250 * 1024)})
+
+    body = assert_problem(response, 413, "too-large")
+    assert body["errors"][0]["loc"] == ["body", "params"]
+    assert str(PARAMS_MAX_BYTES) in body["detail"]
+    assert items() == []
+
+
+EMOJI = "\U0001F680"  # 4 bytes in UTF-8; 12 as a JSON escape
+
+
+def test_emoji_params_are_stored_as_utf8_and_accepted_up_to_their_share(client, auth, items) -> None:
+    # 34,000 emoji: 136,000 bytes as UTF-8, 408,000 as the escapes stored before (DynamoDB refused it: a 500)
+    response = submit(client, auth(), type="echo", params={"blob": EMOJI * 34_000})
+
+    assert response.status_code == 202, response.text
+    (item,) = items()
+    assert len(item["params"]["S"].encode()) == 34_000 * 4 + len('{"blob":""}')
+    assert client.get(response.headers["Location"], headers=auth()).json()["params"]["blob"] == EMOJI * 34_000
+
+
+def test_emoji_params_over_their_share_are_413_never_500(client, auth, items) -> None:
+    response = submit(client, auth(), type="echo", params={"blob": EMOJI * 50_000})  # 200,000 bytes
+
+    body = assert_problem(response, 413, "too-large")
+    assert body["errors"] == [{"loc": ["body", "params"], "msg": body["detail"], "type": "too-large"}]
+    assert "200011" in body["detail"] and str(PARAMS_MAX_BYTES) in body["detail"]
+    assert items() == []
+
+
+def test_a_lone_surrogate_in_params_is_422_naming_params(client, auth, items) -> None:
+    # valid JSON text, but no Unicode character: neither DynamoDB (UTF-8) nor a JSON answer can hold it
+    response = client.post("/jobs", content=b'{"type": "echo", "params": {"s": "\\ud800"}}',
+                           headers={**auth(), "Content-Type": "application/json"})
+    body = assert_problem(response, 422, "invalid-params")
+    assert body["errors"][0]["loc"] == ["body", "params"]
+    assert items() == []
 
 
 def test_malformed_json_is_400(client, auth, items) -> None:

@@ -19,6 +19,7 @@ from events import load_event
 from jobbridge import aws
 from jobbridge.batch import (
     BatchApi,
+    BatchJobToStop,
     BatchContainerLifecycle,
     BatchEvents,
     BatchRequestRejected,
@@ -29,6 +30,7 @@ from jobbridge.batch import (
     EventOutcome,
     SubmissionInProgress,
     SubmitOutcome,
+    batch_job_to_stop,
     batch_failure,
     batch_job_name,
     batch_owner,
@@ -54,6 +56,8 @@ class FakeBatch:
         self.jobs: list[dict[str, Any]] = []
         self.submits = 0
         self.fail_submit: tuple[Exception, bool] | None = None
+        self.terminated: list[tuple[str, str]] = []
+        self.on_submit: Callable[[], None] | None = None  # runs once Batch accepted the job
 
     def submit_job(self, **request: Any) -> dict[str, Any]:
         self.submits += 1
@@ -66,10 +70,15 @@ class FakeBatch:
                 self.jobs.append(job)
             raise error
         self.jobs.append(job)
+        if self.on_submit is not None:
+            self.on_submit()
         return {"jobId": job["jobId"], "jobName": job["jobName"], "jobArn": f"arn:aws:batch:::job/{job['jobId']}"}
 
     def find_jobs_named(self, job_queue: str, name: str) -> list[dict[str, Any]]:
         return [j for j in self.jobs if j["jobName"] == name and j["request"]["jobQueue"] == job_queue]
+
+    def terminate_job(self, batch_job_id: str, reason: str) -> None:
+        self.terminated.append((batch_job_id, reason))
 
 
 class FakeQueue:
@@ -156,6 +165,41 @@ def test_a_cpu_job_goes_to_the_cpu_queue_with_at_least_batchs_minimum_timeout(su
     request = batch.jobs[0]["request"]
     assert (request["jobQueue"], request["jobDefinition"]) == (TARGETS.cpu.job_queue, TARGETS.cpu.job_definition)
     assert request["timeout"]["attemptDurationSeconds"] >= 60
+
+
+def resources_of(request: dict[str, Any]) -> dict[str, str]:
+    return {r["type"]: r["value"] for r in request["containerOverrides"].get("resourceRequirements", [])}
+
+
+def test_a_gpu_job_container_gets_its_gpu_and_the_memory_it_asked_for(submitter, batch, batch_job) -> None:
+    job = batch_job(requirements=Requirements(gpu=True, memory_mb=30000))
+
+    submitter.submit(message_for(job))
+
+    assert resources_of(batch.jobs[0]["request"]) == {"GPU": "1", "MEMORY": "30000"}
+
+
+@pytest.mark.parametrize("memory_mb, vcpu, memory", [
+    (512, "0.25", "512"),
+    (3000, "0.5", "3072"),   # the smallest Fargate size that holds it, memory rounded up to its step
+    (5000, "1", "5120"),
+    (20000, "4", "20480"),
+    (40000, "8", "40960"),
+    (122880, "16", "122880"),
+])
+def test_a_cpu_job_container_gets_the_smallest_fargate_size_that_holds_its_memory(
+        submitter, batch, batch_job, memory_mb, vcpu, memory) -> None:
+    job = batch_job(type="sleep", params={"seconds": 1200}, requirements=Requirements(memory_mb=memory_mb))
+
+    submitter.submit(message_for(job))
+
+    assert resources_of(batch.jobs[0]["request"]) == {"VCPU": vcpu, "MEMORY": memory}
+
+
+def test_a_cpu_job_without_a_memory_need_keeps_the_job_definitions_size(submitter, batch, batch_job) -> None:
+    job = batch_job(type="sleep", params={"seconds": 1200}, requirements=Requirements())
+    submitter.submit(message_for(job))
+    assert resources_of(batch.jobs[0]["request"]) == {}
 
 
 def test_a_duplicate_message_starts_no_second_batch_job(submitter, batch, batch_job) -> None:
@@ -261,6 +305,34 @@ def test_a_retried_job_gets_a_new_batch_job_for_its_new_attempt(submitter, batch
     assert [j["jobName"] for j in batch.jobs] == [f"jb-{job.job_id}-1", f"jb-{job.job_id}-2"]
     assert env_of(batch.jobs[1]["request"])["JOBBRIDGE_EXPECTED_ATTEMPT"] == "1"
     assert raw_item(job.job_id)["batch_job_id"] == {"S": batch.jobs[1]["jobId"]}
+
+
+def test_a_job_cancelled_while_its_batch_job_was_being_submitted_gets_that_batch_job_terminated(
+        submitter, batch, batch_job, store) -> None:
+    job = batch_job()
+    # the cancel lands between SubmitJob and recording the Batch job id: the stream sees no id to stop
+    batch.on_submit = lambda: store.cancel(job.job_id, job.tenant)
+
+    submitter.submit(message_for(job))
+
+    (submitted,) = batch.jobs
+    assert store.get(job.job_id).state is State.CANCELLED
+    assert batch.terminated == [(submitted["jobId"], f"jobbridge job {job.job_id} cancelled")]
+
+
+def test_a_cancelled_active_job_with_a_batch_job_is_the_one_record_to_stop() -> None:
+    def record(old: str, new: str, batch_job_id: str | None = "b-1", event: str = "MODIFY") -> dict[str, Any]:
+        image = {"job_id": {"S": "job_1"}, "state": {"S": new}}
+        if batch_job_id:
+            image["batch_job_id"] = {"S": batch_job_id}
+        return {"eventName": event, "dynamodb": {"NewImage": image, "OldImage": {"state": {"S": old}}}}
+
+    assert batch_job_to_stop(record("QUEUED", "CANCELLED")) == BatchJobToStop("job_1", "b-1")
+    assert batch_job_to_stop(record("RUNNING", "CANCELLED")) == BatchJobToStop("job_1", "b-1")
+    assert batch_job_to_stop(record("QUEUED", "CANCELLED", batch_job_id=None)) is None
+    assert batch_job_to_stop(record("RUNNING", "SUCCEEDED")) is None
+    assert batch_job_to_stop(record("CANCELLED", "CANCELLED")) is None
+    assert batch_job_to_stop(record("QUEUED", "CANCELLED", event="INSERT")) is None
 
 
 def test_the_batch_client_errors_are_translated_once() -> None:

@@ -10,7 +10,16 @@ from pydantic import BaseModel, ConfigDict
 from jobbridge.errors import PlacementNotAllowed
 from jobbridge.models import DataClassification, JobCreate, Requirements, Route, Target
 from jobbridge.registry import JobType, PlacementHint, load_registry
-from jobbridge.routing import LAMBDA_MAX_MEMORY_MB, LAMBDA_MAX_RUNTIME_S, choose_placement, merge_requirements, needs_batch
+from jobbridge.routing import (
+    FARGATE_MAX_MEMORY_MB,
+    LAMBDA_MAX_MEMORY_MB,
+    LAMBDA_MAX_RUNTIME_S,
+    WORKER_START_MARGIN_S,
+    LambdaWorker,
+    choose_placement,
+    merge_requirements,
+    needs_batch,
+)
 
 ANYWHERE = frozenset({Route.LAMBDA, Route.BATCH, Route.PRIVATE})
 
@@ -24,9 +33,11 @@ def job_type(placements: set[Route] | frozenset[Route] = ANYWHERE, **kw: Any) ->
                    placements=frozenset(placements), **kw)
 
 
-def place(jt: JobType, **request: Any):
+def place(jt: JobType, worker: LambdaWorker | None = None, **request: Any):
     req = JobCreate(type=jt.name, **request)
-    return choose_placement(jt, req, jt.parse_params(req.params))
+    if worker is None:
+        return choose_placement(jt, req, jt.parse_params(req.params))
+    return choose_placement(jt, req, jt.parse_params(req.params), worker)
 
 
 @pytest.fixture(scope="module")
@@ -108,12 +119,13 @@ def test_a_restricted_type_asked_to_run_public_is_refused(builtin) -> None:
     [
         ({}, Route.LAMBDA),
         ({"gpu": True}, Route.BATCH),
-        ({"expected_runtime_s": LAMBDA_MAX_RUNTIME_S}, Route.LAMBDA),
-        ({"expected_runtime_s": LAMBDA_MAX_RUNTIME_S + 1}, Route.BATCH),
+        # the worker starts a job only with its margin to spare: 900 s of work never fits a 900 s Lambda
+        ({"expected_runtime_s": LAMBDA_MAX_RUNTIME_S - WORKER_START_MARGIN_S}, Route.LAMBDA),
+        ({"expected_runtime_s": LAMBDA_MAX_RUNTIME_S - WORKER_START_MARGIN_S + 1}, Route.BATCH),
         ({"memory_mb": LAMBDA_MAX_MEMORY_MB}, Route.LAMBDA),
         ({"memory_mb": LAMBDA_MAX_MEMORY_MB + 1}, Route.BATCH),
     ],
-    ids=["nothing", "gpu", "runtime-900", "runtime-901", "memory-10240", "memory-10241"],
+    ids=["nothing", "gpu", "runtime-890", "runtime-891", "memory-10240", "memory-10241"],
 )
 @pytest.mark.parametrize("target", ["auto", "public"])
 def test_public_work_goes_to_lambda_unless_lambda_cannot_run_it(requirements, route, target) -> None:
@@ -125,6 +137,38 @@ def test_needs_batch_names_why() -> None:
     assert needs_batch(Requirements(gpu=True)) == "it needs a GPU"
     assert "901s" in needs_batch(Requirements(expected_runtime_s=901))
     assert "10241 MB" in needs_batch(Requirements(memory_mb=10241))
+
+
+DEPLOYED = LambdaWorker(timeout_s=300, memory_mb=1024)  # template parameters WorkerTimeout, WorkerMemorySize
+
+
+@pytest.mark.parametrize(
+    "requirements, route",
+    [
+        ({"expected_runtime_s": 300 - WORKER_START_MARGIN_S}, Route.LAMBDA),
+        ({"expected_runtime_s": 300 - WORKER_START_MARGIN_S + 1}, Route.BATCH),
+        ({"expected_runtime_s": 600}, Route.BATCH),  # within Lambda's 900 s, past the deployed worker
+        ({"memory_mb": 1024}, Route.LAMBDA),
+        ({"memory_mb": 1025}, Route.BATCH),  # within Lambda's 10,240 MB, past the deployed worker
+    ],
+    ids=["runtime-290", "runtime-291", "runtime-600", "memory-1024", "memory-1025"],
+)
+def test_public_work_past_the_deployed_worker_goes_to_batch(requirements, route) -> None:
+    assert place(job_type(), DEPLOYED, requirements=requirements, target="public").route is route
+
+
+def test_needs_batch_names_the_deployed_worker() -> None:
+    assert "WorkerTimeout 300s" in needs_batch(Requirements(expected_runtime_s=600), DEPLOYED)
+    assert "WorkerMemorySize 1024 MB" in needs_batch(Requirements(memory_mb=2048), DEPLOYED)
+
+
+def test_cpu_work_past_fargates_largest_size_is_refused_for_public_and_says_why() -> None:
+    with pytest.raises(PlacementNotAllowed) as caught:
+        place(job_type({Route.LAMBDA, Route.BATCH}), requirements={"memory_mb": FARGATE_MAX_MEMORY_MB + 1},
+              target="public")
+    assert caught.value.field == "requirements" and str(FARGATE_MAX_MEMORY_MB) in caught.value.reason
+    # with a GPU it goes to the EC2 GPU queue, which Fargate's limit does not bind
+    assert place(job_type(), requirements={"memory_mb": FARGATE_MAX_MEMORY_MB + 1, "gpu": True}).route is Route.BATCH
 
 
 def test_a_lambda_only_type_that_needs_batch_is_refused_naming_the_requirement() -> None:
@@ -206,7 +250,8 @@ def test_transcode_8k_carries_the_inferred_gpu_requirement(builtin) -> None:
     assert placement.requirements.memory_mb == 16384
 
 
-@pytest.mark.parametrize("seconds, route", [(10, Route.LAMBDA), (899, Route.LAMBDA), (900, Route.BATCH), (7200, Route.BATCH)])
+@pytest.mark.parametrize("seconds, route", [(10, Route.LAMBDA), (889, Route.LAMBDA), (890, Route.BATCH), (7200, Route.BATCH)])
 def test_sleep_infers_its_runtime_from_its_params(builtin, seconds, route) -> None:
-    # the plan asks for seconds + 1, so 900 s of sleep is past Lambda's 900 s
+    # the plan asks for seconds + 1; a 900 s worker starts at most 890 s of work (its start margin),
+    # so 890 s of sleep is past it (before, 899 s went to Lambda, timed out there and retried in vain)
     assert place(builtin.get("sleep"), params={"seconds": seconds}).route is route

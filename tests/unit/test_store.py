@@ -21,12 +21,14 @@ from jobbridge.errors import (
     DependencyUnavailable,
     InvalidCursor,
     InvalidTransition,
+    ItemTooLarge,
     JobAlreadyFinal,
     JobNotFound,
     StaleAttempt,
 )
 from jobbridge.ids import iso, parse_iso
-from jobbridge.models import Job, JobError, Progress, State
+from jobbridge.limits import ERROR_MESSAGE_MAX_CHARS, HISTORY_DETAIL_MAX_CHARS, HISTORY_KEEP_NEWEST
+from jobbridge.models import HistoryEntry, Job, JobError, Progress, State
 from jobbridge.store import JobStore, encode_cursor
 
 LEASE_S = 60
@@ -499,3 +501,80 @@ def test_the_active_index_holds_only_active_jobs(store, make_job, tenant, clock)
     assert [j["job_id"] for j in store.active_jobs(State.QUEUED, far_future)] == [queued.job_id]
     assert [j["job_id"] for j in store.active_jobs(State.RUNNING, far_future)] == [running.job_id]
     assert list(store.active_jobs(State.RUNNING, iso(clock.now))) == []  # its lease has not lapsed
+
+
+# --- the record's size: DynamoDB's 400 KB, ours to keep --------------------------------------------------
+
+
+def test_an_item_dynamodb_refuses_as_too_large_is_a_named_error_and_nothing_is_written(store, make_job, raw_item) -> None:
+    job = make_job(params={"blob": "x" * 420_000})  # past the service's check: the store's own boundary
+
+    with pytest.raises(ItemTooLarge) as refused:
+        store.create(job)
+
+    assert refused.value.job_id == job.job_id
+    assert raw_item(job.job_id) == {}
+
+
+def test_an_update_dynamodb_refuses_as_too_large_is_a_named_error_and_changes_nothing(store, make_job, raw_item) -> None:
+    # a record written before the budget (params near the whole limit): completing it cannot fit
+    job, _ = store.create(make_job(params={"blob": "x" * 300_000}))
+    store.claim(job.job_id, "worker-1", LEASE_S)
+    before = raw_item(job.job_id)
+
+    with pytest.raises(ItemTooLarge):
+        store.complete(job.job_id, 1, {"blob": "y" * 150_000})
+
+    assert raw_item(job.job_id) == before  # refused whole: still RUNNING, no result
+
+
+def test_a_second_cancel_of_a_running_job_writes_nothing(store, running, raw_item) -> None:
+    first = store.cancel(running.job_id, running.tenant)
+    after_first = raw_item(running.job_id)
+
+    again = store.cancel(running.job_id, running.tenant)
+
+    assert again.cancel_requested and again.state is State.RUNNING
+    assert again.version == first.version
+    assert raw_item(running.job_id) == after_first
+    assert history_events(again).count("cancel_requested") == 1
+
+
+def test_history_keeps_the_first_entry_and_the_newest_ones_and_counts_what_it_dropped(store, make_job) -> None:
+    job, _ = store.create(make_job(max_attempts=100))
+    for attempt in range(1, 31):  # 1 + 2 x 30 = 61 entries written
+        store.claim(job.job_id, f"worker-{attempt}", LEASE_S)
+        last = store.fail(job.job_id, attempt, BOOM, retry_delay_s=0)
+
+    read = store.get(job.job_id)
+    assert len(read.history) == 1 + HISTORY_KEEP_NEWEST
+    assert read.history[0].event == "submitted"
+    assert read.history_dropped == 61 - 1 - HISTORY_KEEP_NEWEST
+    assert (read.history[-1].event, read.history[-1].attempt) == ("retry_scheduled", 30)
+    # the oldest kept: attempt 11's claim and retry
+    assert [(e.event, e.attempt) for e in read.history[1:3]] == [("claimed", None), ("retry_scheduled", 11)]
+    assert last.attempt == 30
+
+
+def test_an_error_message_of_any_length_is_stored_cut_to_its_share(store, running) -> None:
+    huge = JobError(type="Boom", message="é" * 100_000, retryable=False)
+
+    job = store.fail(running.job_id, 1, huge, retry_delay_s=None)
+
+    assert job.state is State.FAILED
+    assert len(job.error.message) <= ERROR_MESSAGE_MAX_CHARS and job.error.message.endswith("(truncated)")
+    assert len(job.history[-1].detail) <= HISTORY_DETAIL_MAX_CHARS
+
+
+def test_a_history_past_its_cap_by_several_entries_is_trimmed_to_the_first_and_the_newest_at_once(
+        store, make_job, ddb, jobs_table) -> None:
+    # e.g. trims skipped while their writes failed: the next write drops every excess entry
+    job = make_job(history=[HistoryEntry(at=iso(parse_iso("2026-01-01T00:00:00.000Z")), state=State.QUEUED,
+                                         event=f"e{n}") for n in range(HISTORY_KEEP_NEWEST + 6)])
+    store.create(job)
+
+    running = store.claim(job.job_id, "worker-1", LEASE_S)
+
+    events = history_events(running)
+    assert events == ["e0"] + [f"e{n}" for n in range(7, HISTORY_KEEP_NEWEST + 6)] + ["claimed"]
+    assert running.history_dropped == 6

@@ -18,6 +18,7 @@ from fastapi import Depends, Request
 from jobbridge.config import Settings, get_settings
 from jobbridge.dispatch import Dispatcher
 from jobbridge.registry import Registry, load_registry
+from jobbridge.routing import LambdaWorker
 from jobbridge.service import JobService
 from jobbridge.store import JobStore
 
@@ -47,9 +48,10 @@ async def store_dep(settings: Annotated[Settings, Depends(settings_dep)]) -> Job
 
 
 async def service_dep(
-    store: Annotated[JobStore, Depends(store_dep)], registry: Annotated[Registry, Depends(registry_dep)]
+    store: Annotated[JobStore, Depends(store_dep)], registry: Annotated[Registry, Depends(registry_dep)],
+    settings: Annotated[Settings, Depends(settings_dep)],
 ) -> JobService:
-    return JobService(store, registry)
+    return JobService(store, registry, LambdaWorker(settings.worker_timeout_s, settings.worker_memory_mb))
 
 
 @lru_cache(maxsize=1)

@@ -81,6 +81,9 @@ def _domain_handler(status: int, slug: str, title: str, field: str | None = None
             fields = exc.errors
         elif isinstance(exc, errors.PlacementNotAllowed):
             fields = [{"loc": ["body", exc.field], "msg": exc.reason, "type": "placement_not_allowed"}]
+        elif isinstance(exc, errors.TooLarge):
+            loc = ["body"] if isinstance(exc, errors.ItemTooLarge) else ["body", exc.field]
+            fields = [{"loc": loc, "msg": str(exc), "type": slug}]
         elif field is not None:
             fields = [{"loc": ["body", field] if field != "cursor" else ["query", field], "msg": str(exc), "type": slug}]
         headers = {"Retry-After": "1"} if status == 503 else None
@@ -107,6 +110,9 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(errors.UnknownJobType, _domain_handler(422, "unknown-job-type", "Unknown job type", "type"))
     app.add_exception_handler(errors.InvalidParams, _domain_handler(422, "invalid-params", "Invalid params"))
     app.add_exception_handler(errors.PlacementNotAllowed, _domain_handler(422, "placement-not-allowed", "Placement not allowed"))
+    # A part of the record over its share of DynamoDB's item size (jobbridge.limits): the content is
+    # too large, whatever the body's size.
+    app.add_exception_handler(errors.TooLarge, _domain_handler(413, "too-large", "Too large"))
     app.add_exception_handler(errors.IdempotencyConflict, _domain_handler(409, "idempotency-conflict", "Idempotency-Key reused"))
     app.add_exception_handler(errors.JobAlreadyFinal, _domain_handler(409, "job-final", "Job already final"))
     app.add_exception_handler(errors.InvalidTransition, _domain_handler(409, "invalid-transition", "Conflict"))

@@ -22,6 +22,12 @@ left the job unsettled:
     job QUEUED at attempt a, reserved as this job   ──> the container never claimed: the attempt counts
     anything else (final, another attempt)          ──> nothing to do (idempotent)
 
+A cancelled job stops on Batch too, driven by the table's stream, not by the API's write path:
+the bridge sees the CANCELLED image of a job that has a ``batch_job_id`` (``batch_job_to_stop``)
+and calls TerminateJob (a job not yet STARTING is cancelled, a running container is stopped). A
+submission whose id could not be recorded because the job was cancelled meanwhile is terminated
+by its submitter.
+
 Batch reports why a job failed only as text (``statusReason``, ``container.reason``) and an exit
 code; its own retry strategy (EvaluateOnExit) matches those texts by glob, and the texts used here
 are the ones AWS documents: https://docs.aws.amazon.com/batch/latest/userguide/job_retries.html ,
@@ -46,7 +52,7 @@ from .errors import DependencyUnavailable, InvalidTransition, JobAlreadyFinal, J
 from .ids import parse_iso
 from .lifecycle import JobLifecycle
 from .messages import JobMessage
-from .models import Job, JobError, State
+from .models import Job, JobError, Requirements, State
 from .queues import Queue
 from .store import BatchReservation, BatchSubmissionReserved, JobStore
 
@@ -109,6 +115,45 @@ class BatchTargets:
         return self.gpu if job.requirements.gpu else self.cpu
 
 
+# Fargate's task sizes: vCPU -> the memory (MiB) it allows, from its smallest to its largest, by a step.
+# https://docs.aws.amazon.com/batch/latest/APIReference/API_ResourceRequirement.html
+FARGATE_SIZES: tuple[tuple[str, int, int, int], ...] = (
+    ("0.25", 512, 2048, 512),  # 512, 1024 or 2048 only
+    ("0.5", 1024, 4096, 1024),
+    ("1", 2048, 8192, 1024),
+    ("2", 4096, 16384, 1024),
+    ("4", 8192, 30720, 1024),
+    ("8", 16384, 61440, 4096),
+    ("16", 32768, 122880, 8192),
+)
+
+
+def fargate_size(memory_mb: int) -> tuple[str, int]:
+    """The smallest Fargate size (vCPU, MiB) with at least ``memory_mb``. ValueError past the largest
+    (routing refuses such CPU work at submit)."""
+    for vcpu, low, high, step in FARGATE_SIZES:
+        if memory_mb <= high:
+            if vcpu == "0.25":
+                return vcpu, next(m for m in (512, 1024, 2048) if m >= memory_mb)
+            return vcpu, max(low, -(-memory_mb // step) * step)
+    raise ValueError(f"{memory_mb} MiB is past Fargate's largest size")
+
+
+def container_resources(requirements: Requirements) -> list[dict[str, str]]:
+    """SubmitJob's containerOverrides.resourceRequirements for a job's needs: a GPU job (EC2) gets
+    its GPU and the memory it asked for; a CPU job (Fargate) the smallest Fargate size holding its
+    memory (Fargate accepts only those pairs). Without a memory need, the job definition's size."""
+    if requirements.gpu:
+        resources = [{"type": "GPU", "value": "1"}]
+        if requirements.memory_mb is not None:
+            resources.append({"type": "MEMORY", "value": str(requirements.memory_mb)})
+        return resources
+    if requirements.memory_mb is None:
+        return []
+    vcpu, memory = fargate_size(requirements.memory_mb)
+    return [{"type": "VCPU", "value": vcpu}, {"type": "MEMORY", "value": str(memory)}]
+
+
 def batch_job_name(job_id: str, message_attempt: int) -> str:
     """The Batch job that runs attempt ``message_attempt + 1``: deterministic, so a redelivery can
     find it by name (ListJobs JOB_NAME filter)."""
@@ -156,6 +201,12 @@ class BatchApi:
 
     def submit_job(self, **request: Any) -> dict[str, Any]:
         return self._call("submit_job", **request)
+
+    def terminate_job(self, batch_job_id: str, reason: str) -> None:
+        """Stop a Batch job: cancelled if not yet STARTING, its container stopped if STARTING or
+        RUNNING (either way FAILED with ``reason``); a job already ended is left as it is.
+        https://docs.aws.amazon.com/batch/latest/APIReference/API_TerminateJob.html"""
+        self._call("terminate_job", jobId=batch_job_id, reason=reason[:1024])
 
     def find_jobs_named(self, job_queue: str, name: str) -> list[dict[str, Any]]:
         """Jobs of any status in ``job_queue`` named exactly ``name`` (with a filter, ListJobs
@@ -257,7 +308,7 @@ class BatchSubmitter:
         existing = sorted(self.batch.find_jobs_named(target.job_queue, taken.job_name), key=lambda j: j.get("createdAt", 0))
         if existing:
             batch_job_id = existing[0]["jobId"]
-            self.store.record_batch_job(message.job_id, message.attempt, token, batch_job_id)
+            self._record(message.job_id, message.attempt, token, batch_job_id)
             log.warning("recovered the Batch job of a submitter that died before recording it",
                         extra={"job_id": message.job_id, "batch_job_id": batch_job_id})
             return SubmitResult(SubmitOutcome.RECOVERED, message.job_id, batch_job_id, taken.job_name)
@@ -274,22 +325,64 @@ class BatchSubmitter:
         correlation_id = job.correlation_id or message.correlation_id
         if correlation_id:
             environment.append({"name": "JOBBRIDGE_CORRELATION_ID", "value": correlation_id})
+        overrides: dict[str, Any] = {"environment": environment}
+        resources = container_resources(job.requirements)
+        if resources:
+            overrides["resourceRequirements"] = resources
         out = self.batch.submit_job(
             jobName=reservation.job_name,
             jobQueue=target.job_queue,
             jobDefinition=target.job_definition,
-            containerOverrides={"environment": environment},
+            containerOverrides=overrides,
             timeout={"attemptDurationSeconds": max(MIN_ATTEMPT_DURATION_S, int(job.timeout_s) + TIMEOUT_MARGIN_S)},
         )
         batch_job_id = out["jobId"]
-        if not self.store.record_batch_job(job.job_id, message.attempt, token, batch_job_id):
-            # Final meanwhile, or the reservation was taken over: the Batch job runs anyway and
-            # its claim decides. Nothing to undo.
-            log.warning("submitted, but the reservation moved on before the id was recorded",
-                        extra={"job_id": job.job_id, "batch_job_id": batch_job_id})
+        self._record(job.job_id, message.attempt, token, batch_job_id)
         log.info("Batch job submitted", extra={"job_id": job.job_id, "batch_job_id": batch_job_id,
                                                "batch_job_name": reservation.job_name, "job_queue": target.job_queue})
         return SubmitResult(outcome, job.job_id, batch_job_id, reservation.job_name)
+
+    def _record(self, job_id: str, attempt: int, token: str, batch_job_id: str) -> None:
+        """Record the Batch job on the reservation. A job cancelled between the reservation and
+        now never gets its id recorded (so the stream cannot stop it): its submitter stops it."""
+        try:
+            recorded = self.store.record_batch_job(job_id, attempt, token, batch_job_id)
+        except JobAlreadyFinal:
+            log.warning("the job ended before its Batch job was recorded; terminating it",
+                        extra={"job_id": job_id, "batch_job_id": batch_job_id})
+            self.batch.terminate_job(batch_job_id, stop_reason(job_id))
+            return
+        if not recorded:  # taken over: its new holder finds this Batch job by name
+            log.warning("submitted, but the reservation moved on before the id was recorded",
+                        extra={"job_id": job_id, "batch_job_id": batch_job_id})
+
+
+# --- cancel: stopping the Batch job of a cancelled job ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchJobToStop:
+    job_id: str
+    batch_job_id: str
+
+
+def batch_job_to_stop(record: dict[str, Any]) -> BatchJobToStop | None:
+    """The Batch job to terminate for a stream record: an active job (QUEUED or RUNNING) that
+    became CANCELLED and has a Batch job. None for any other record."""
+    images = record.get("dynamodb") or {}
+    new, old = images.get("NewImage") or {}, images.get("OldImage") or {}
+    state = (new.get("state") or {}).get("S")
+    was = (old.get("state") or {}).get("S")
+    batch_job_id = (new.get("batch_job_id") or {}).get("S")
+    if record.get("eventName") != "MODIFY" or state != State.CANCELLED.value or not batch_job_id:
+        return None
+    if was not in (State.QUEUED.value, State.RUNNING.value):
+        return None
+    return BatchJobToStop(job_id=new["job_id"]["S"], batch_job_id=batch_job_id)
+
+
+def stop_reason(job_id: str) -> str:
+    return f"jobbridge job {job_id} cancelled"
 
 
 # --- the container's lifecycle ---------------------------------------------------------------

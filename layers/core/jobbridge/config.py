@@ -36,6 +36,10 @@ class Settings(BaseModel):
     job_modules: tuple[str, ...] = ()
     retention_days: int = Field(default=30, ge=1, le=3650)
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    # The deployed WorkerFunction (template parameters WorkerTimeout, WorkerMemorySize): routing
+    # sends public work it cannot run to Batch.
+    worker_timeout_s: int = Field(default=900, ge=1, le=900)
+    worker_memory_mb: int = Field(default=10_240, ge=128, le=10_240)
     service_name: str = "jobbridge"
 
     @field_validator("job_modules", mode="before")

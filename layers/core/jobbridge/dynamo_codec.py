@@ -3,11 +3,15 @@ boto3's TypeSerializer (no Decimal round trips, no resource layer).
 
 ``params`` and ``result`` are client JSON: stored as JSON text, because DynamoDB documents refuse
 floats as binary, NaN, and nesting past 32 levels, and the server never queries inside them.
+The text is UTF-8 as it is (an emoji costs its 4 bytes, not the 12 of a ``\\ud83d\\ude80`` escape):
+DynamoDB counts an item's size in UTF-8 bytes, and ``item_size`` counts as it does.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+from decimal import Decimal
 from typing import Any
 
 _JSON_TEXT = ("params", "result")
@@ -49,8 +53,66 @@ def from_attr(attr: dict[str, Any]) -> Any:
 
 
 def dump_json(value: Any) -> str:
-    # allow_nan=False: NaN/Infinity are not JSON; refuse them at the door rather than store them.
-    return json.dumps(value, separators=(",", ":"), allow_nan=False, sort_keys=False)
+    """Compact JSON text, non-ASCII kept as it is. ``allow_nan=False``: NaN/Infinity are not JSON;
+    refuse them at the door rather than store them."""
+    return json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+
+
+def json_size(value: Any) -> int:
+    """The UTF-8 bytes of ``value`` stored as JSON text (what DynamoDB counts for it).
+
+    Raises ValueError for what cannot be stored: NaN or Infinity, or a lone surrogate (JSON text
+    may write "\\ud800" alone; it is no Unicode character, and neither UTF-8 nor a JSON answer
+    can carry it), as UnicodeEncodeError."""
+    return len(dump_json(value).encode("utf-8"))
+
+
+# --- item size, as DynamoDB counts it -------------------------------------------------------------
+# https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/CapacityUnitCalculations.html:
+# an item's size is the sum of its attribute names' and values' lengths: strings and names in UTF-8
+# bytes, binary in raw bytes, a number about 1 byte per two significant digits + 1, null and boolean
+# 1 byte, a list or map 3 bytes + its elements + 1 byte per element.
+
+
+def item_size(item: dict[str, Any]) -> int:
+    """The size of ``item`` (an item in DynamoDB's wire form, ``{name: {"S": ...}}``) in bytes."""
+    return sum(_utf8(name) + value_size(attr) for name, attr in item.items())
+
+
+def value_size(attr: dict[str, Any]) -> int:
+    (kind, value), = attr.items()
+    if kind == "S":
+        return _utf8(value)
+    if kind == "N":
+        return _number_size(value)
+    if kind == "B":
+        return len(_raw_bytes(value))
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind == "SS":
+        return sum(_utf8(v) for v in value)
+    if kind == "NS":
+        return sum(_number_size(v) for v in value)
+    if kind == "BS":
+        return sum(len(_raw_bytes(v)) for v in value)
+    if kind == "L":
+        return 3 + sum(1 + value_size(v) for v in value)
+    if kind == "M":
+        return 3 + sum(1 + _utf8(k) + value_size(v) for k, v in value.items())
+    raise TypeError(f"unexpected DynamoDB type {kind}")
+
+
+def _utf8(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def _number_size(text: str) -> int:
+    digits = format(abs(Decimal(str(text))), "f").replace(".", "").strip("0")
+    return (len(digits) + 1) // 2 + 1
+
+
+def _raw_bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else base64.b64decode(value)
 
 
 def encode_item(record: dict[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ class InvalidTransition(JobBridgeError):
         self.job_id = job_id
         self.action = action
         self.state = state
+        self.current: dict[str, Any] | None = None  # the record as the failed write found it, when known
 
 
 class JobAlreadyFinal(InvalidTransition):
@@ -75,6 +76,28 @@ class PlacementNotAllowed(JobBridgeError):
 class InvalidCursor(JobBridgeError):
     def __init__(self) -> None:
         super().__init__("cursor is not valid for this listing")
+
+
+class TooLarge(JobBridgeError):
+    """A part of the job record over its share of DynamoDB's item size (jobbridge.limits)."""
+
+    def __init__(self, field: str, size: int | None, limit: int, detail: str = "") -> None:
+        what = f"{field} takes {size} bytes as stored (UTF-8 JSON)" if size is not None else f"{field} is too large"
+        super().__init__(detail or f"{what}; the limit is {limit} bytes")
+        self.field = field
+        self.size = size
+        self.limit = limit
+
+
+class ItemTooLarge(TooLarge):
+    """DynamoDB refused a write because the item would exceed its 400 KB limit (its
+    ValidationException "Item size has exceeded ..." / "Item size to update has exceeded ...").
+    Nothing was written: DynamoDB refuses the whole write."""
+
+    def __init__(self, job_id: str, limit: int) -> None:
+        super().__init__("record", None, limit,
+                         f"job {job_id}: DynamoDB refused the write, the record would exceed its {limit} bytes")
+        self.job_id = job_id
 
 
 class DependencyUnavailable(JobBridgeError):

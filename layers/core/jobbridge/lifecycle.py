@@ -9,13 +9,11 @@ from __future__ import annotations
 import random
 from typing import Any, Callable
 
-from .dynamo_codec import dump_json
-from .errors import UnknownJobType
+from .errors import ItemTooLarge, TooLarge, UnknownJobType
+from .limits import check_result
 from .models import Job, JobError, Progress
 from .registry import Backoff, Registry
 from .store import JobStore
-
-MAX_INLINE_RESULT_BYTES = 256 * 1024
 
 
 class JobLifecycle:
@@ -31,17 +29,22 @@ class JobLifecycle:
         return self.store.heartbeat(job_id, attempt, owner, lease_s, progress)
 
     def complete(self, job_id: str, attempt: int, result: Any) -> Job:
+        """SUCCEEDED with the result; a result that cannot be stored fails the job, not retryable
+        (the same code would return the same result), and never as a lost write."""
         try:
-            size = len(dump_json(result).encode())
+            check_result(result)
+        except TooLarge as exc:
+            # Large payloads (result_ref in S3) are not supported yet: say so rather than truncate.
+            return self.fail(job_id, attempt, JobError(type="ResultTooLarge", message=f"the result {exc}"))
         except (TypeError, ValueError) as exc:
             return self.fail(job_id, attempt, JobError(type="ResultNotJSON", message=f"the result is not JSON: {exc}"))
-        if size > MAX_INLINE_RESULT_BYTES:
-            # Large payloads (result_ref in S3) are not supported yet: say so rather than truncate.
-            return self.fail(job_id, attempt, JobError(
-                type="ResultTooLarge",
-                message=f"the result is {size} bytes; results are limited to {MAX_INLINE_RESULT_BYTES} bytes inline",
-            ))
-        return self.store.complete(job_id, attempt, result)
+        try:
+            return self.store.complete(job_id, attempt, result)
+        except ItemTooLarge as exc:
+            # Within its share, yet the record cannot hold it (a record from before the budget).
+            # DynamoDB refused the whole write, so the job is still RUNNING at this attempt.
+            return self.fail(job_id, attempt, JobError(type="ResultTooLarge", message=f"the result could not be "
+                                                       f"stored with the job: {exc}"))
 
     def fail(self, job_id: str, attempt: int, error: JobError, max_attempts: int | None = None,
              job_type: str | None = None) -> Job:
@@ -55,8 +58,8 @@ class JobLifecycle:
             delay = self.backoff_s(job_type, attempt)
         return self.store.fail(job_id, attempt, error, delay)
 
-    def acknowledge_cancel(self, job_id: str, attempt: int) -> Job:
-        return self.store.acknowledge_cancel(job_id, attempt)
+    def acknowledge_cancel(self, job_id: str, attempt: int, *, forced: bool = False) -> Job:
+        return self.store.acknowledge_cancel(job_id, attempt, forced=forced)
 
     def backoff_s(self, job_type: str, attempt: int) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2**(attempt-1))]

@@ -150,6 +150,7 @@ class Job(BaseModel):
     version: int = 1
     expires_at: int | None = None
     history: list[HistoryEntry] = Field(default_factory=list)
+    history_dropped: int = 0  # entries dropped between the first and the newest kept (jobbridge.limits)
 
 
 class JobPublic(BaseModel):
@@ -177,6 +178,8 @@ class JobPublic(BaseModel):
     finished_at: str | None = None
     updated_at: str | None = None
     history: list[HistoryEntry] = Field(default_factory=list)
+    history_dropped: int = Field(default=0, description="Entries left out of history after its first one: it keeps "
+                                                        "the first entry and the newest 40")
 
     @classmethod
     def of(cls, job: Job) -> "JobPublic":

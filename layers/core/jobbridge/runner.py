@@ -10,6 +10,7 @@ reporting.
     claim ──ok──> run ──returns──> complete
       │            ├──JobFailure / Exception──> fail (retry with backoff, or FAILED)
       │            ├──JobCancelled (cancel requested)──> acknowledge_cancel
+      │            ├──ignores the cancel request past cancel_grace_s──> acknowledge_cancel (forced), left behind
       │            ├──JobTimeout──> fail (retryable timeout)
       │            └──LeaseLost──> abandon (another worker owns the job)
       └──refused (duplicate, cancelled, final)──> drop the message
@@ -27,6 +28,7 @@ from typing import Any, Callable, Protocol
 from .errors import (
     DependencyUnavailable,
     InvalidTransition,
+    ItemTooLarge,
     JobBridgeError,
     JobCancelled,
     JobFailure,
@@ -64,7 +66,7 @@ class Lifecycle(Protocol):
     def heartbeat(self, job_id: str, attempt: int, owner: str, lease_s: float, progress: Progress | None = None) -> Job: ...
     def complete(self, job_id: str, attempt: int, result: Any) -> Job: ...
     def fail(self, job_id: str, attempt: int, error: JobError, max_attempts: int | None = None, job_type: str | None = None) -> Job: ...
-    def acknowledge_cancel(self, job_id: str, attempt: int) -> Job: ...
+    def acknowledge_cancel(self, job_id: str, attempt: int, *, forced: bool = False) -> Job: ...
 
 
 Execute = Callable[[JobType, Any, "RunContext"], Any]
@@ -100,6 +102,7 @@ class RunnerConfig:
     heartbeat_s: float = 15.0  # well inside the lease: two beats may fail before it lapses
     progress_flush_s: float = 2.0  # progress is coalesced: at most one write per interval
     timeout_grace_s: float = 5.0  # a function that ignores its timeout is failed for it after this
+    cancel_grace_s: float = 10.0  # a function that ignores a cancel request is cancelled for it after this
     settle_retries: int = 4  # the final write is retried through short outages
 
 
@@ -122,8 +125,9 @@ class _Attempt:
     progress: Progress | None = None
     progress_dirty: bool = False
     cancel_requested: bool = False
+    cancel_seen_at: float | None = None  # time.monotonic() when the runner learnt of the request
     lease_lost: bool = False
-    settled_by_watchdog: bool = False
+    settled_by_watchdog: "RunResult | None" = None  # the heartbeat thread settled the attempt itself
     lock: threading.Lock = field(default_factory=threading.Lock)
     wake: threading.Event = field(default_factory=threading.Event)
 
@@ -210,7 +214,8 @@ class Runner:
             # worker, and retrying elsewhere would meet the same code, so the job fails.
             return self._settle(job, logger, "fail", JobError(type="UnknownJobType", message=str(exc)))
         timeout = float(jt.timeout_s if time_budget_s is None else min(jt.timeout_s, time_budget_s))
-        state = _Attempt(job=job, deadline=time.monotonic() + timeout, cancel_requested=job.cancel_requested)
+        state = _Attempt(job=job, deadline=time.monotonic() + timeout, cancel_requested=job.cancel_requested,
+                         cancel_seen_at=time.monotonic() if job.cancel_requested else None)
         ctx = RunContext(state, logger)
         stop = threading.Event()
         beat = threading.Thread(target=self._heartbeat_loop, args=(state, stop, logger), daemon=True,
@@ -240,8 +245,8 @@ class Runner:
             stop.set()
             state.wake.set()
             beat.join(timeout=self.config.heartbeat_s + 5)
-        if state.settled_by_watchdog:
-            return RunResult(Outcome.RETRY_SCHEDULED, job.job_id, job.attempt, detail="timed out (watchdog)")
+        if state.settled_by_watchdog is not None:
+            return state.settled_by_watchdog
         if action == "abandon" or state.lease_lost:
             logger.warning("lease lost; abandoning without reporting")
             return RunResult(Outcome.ABANDONED, job.job_id, job.attempt)
@@ -288,7 +293,13 @@ class Runner:
                     last_beat = time.monotonic()
                 if state.lease_lost or state.cancel_requested:
                     state.wake.set()
-            if time.monotonic() >= state.deadline + cfg.timeout_grace_s and not state.settled_by_watchdog:
+            if (state.cancel_seen_at is not None and time.monotonic() >= state.cancel_seen_at + cfg.cancel_grace_s
+                    and state.settled_by_watchdog is None and not state.lease_lost):
+                self._watchdog_cancel(state, logger)
+                state.wake.set()
+                if state.settled_by_watchdog is not None:
+                    return
+            if time.monotonic() >= state.deadline + cfg.timeout_grace_s and state.settled_by_watchdog is None:
                 self._watchdog_fail(state, logger)
                 state.wake.set()
                 return
@@ -309,8 +320,12 @@ class Runner:
                 state.progress_dirty = state.progress_dirty or progress is not None
             logger.warning("heartbeat failed; retrying", extra={"error": str(exc)})
             return False
+        except ItemTooLarge as exc:  # a record written before the size budget, at DynamoDB's limit
+            logger.warning("heartbeat refused: the record cannot grow; progress dropped", extra={"error": str(exc)})
+            return False
         if fresh.cancel_requested and not state.cancel_requested:
             logger.info("cancel requested")
+            state.cancel_seen_at = time.monotonic()
             state.cancel_requested = True
         return True
 
@@ -325,14 +340,37 @@ class Runner:
         this thread of execution is stuck; its own late writes will be fenced out."""
         job = state.job
         try:
-            self.lifecycle.fail(job.job_id, job.attempt,
-                                JobError(type="Timeout", message="the attempt ignored its timeout", retryable=True),
-                                job.max_attempts, job.type)
-            state.settled_by_watchdog = True
-            state.lease_lost = True
-            logger.error("attempt failed by the watchdog: the function ignored its timeout")
+            final = self.lifecycle.fail(job.job_id, job.attempt,
+                                        JobError(type="Timeout", message="the attempt ignored its timeout", retryable=True),
+                                        job.max_attempts, job.type)
         except (InvalidTransition, JobNotFound, DependencyUnavailable) as exc:
             logger.warning("watchdog could not fail the attempt", extra={"error": str(exc)})
+            return
+        state.settled_by_watchdog = RunResult(_outcome_of(final), job.job_id, job.attempt, final,
+                                              detail="timed out (watchdog)")
+        state.lease_lost = True
+        logger.error("attempt failed by the watchdog: the function ignored its timeout")
+
+    def _watchdog_cancel(self, state: _Attempt, logger: logging.LoggerAdapter) -> None:
+        """The function ignored the cancel request for ``cancel_grace_s``: end the job CANCELLED
+        (forced) for it. Its thread is left behind (Lambda and Batch cannot kill a thread; the Batch
+        job itself is terminated by the stream, jobbridge.batch); its late writes are fenced out.
+        Tried again at the next beat when the write could not be made."""
+        job = state.job
+        try:
+            final = self.lifecycle.acknowledge_cancel(job.job_id, job.attempt, forced=True)
+        except DependencyUnavailable as exc:
+            logger.warning("could not record the forced cancel; trying again", extra={"error": str(exc)})
+            return
+        except (InvalidTransition, JobNotFound) as exc:  # settled or taken over meanwhile
+            state.lease_lost = True
+            logger.warning("forced cancel refused: the job moved on", extra={"error": str(exc)})
+            return
+        state.settled_by_watchdog = RunResult(_outcome_of(final), job.job_id, job.attempt, final,
+                                              detail="cancelled (forced)")
+        state.lease_lost = True
+        logger.error("job cancelled by force: the function ignored the cancel request",
+                     extra={"grace_s": self.config.cancel_grace_s})
 
 
 def _outcome_of(job: Job) -> Outcome:

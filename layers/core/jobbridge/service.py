@@ -7,16 +7,17 @@ AWS. The bridge, not the API, sends the job's message (the outbox: docs/ARCHITEC
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from dataclasses import dataclass
 from datetime import timedelta
 
-from .dynamo_codec import dump_json
 from .errors import IdempotencyConflict, InvalidParams
 from .ids import idempotent_job_id, iso, new_job_id
+from .limits import check_params
 from .models import HistoryEntry, Job, JobCreate, State
 from .registry import Registry
-from .routing import choose_placement
+from .routing import LambdaWorker, choose_placement
 from .store import JobStore
 
 
@@ -27,14 +28,16 @@ class Submitted:
 
 
 def request_hash(request: JobCreate) -> str:
-    canonical = dump_json(request.model_dump(mode="json"))
+    # ASCII-escaped, as stored hashes were made: a replay after an upgrade still matches its job.
+    canonical = json.dumps(request.model_dump(mode="json"), separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class JobService:
-    def __init__(self, store: JobStore, registry: Registry) -> None:
+    def __init__(self, store: JobStore, registry: Registry, worker: LambdaWorker = LambdaWorker()) -> None:
         self.store = store
         self.registry = registry
+        self.worker = worker  # the deployed Lambda worker: what it cannot run goes to Batch
 
     def submit(
         self,
@@ -46,12 +49,17 @@ class JobService:
     ) -> Submitted:
         jt = self.registry.get(request.type)
         params = jt.parse_params(request.params)
-        placement = choose_placement(jt, request, params)
+        placement = choose_placement(jt, request, params, self.worker)
         if not _finite(params.model_dump()):
             # Checked before mode="json", which would silently turn NaN and Infinity into null.
             raise InvalidParams(jt.name, [{"loc": ["body", "params"], "msg": "Out of range float values are not JSON compliant",
                                            "type": "value_error"}])
         params_json = params.model_dump(mode="json")
+        try:
+            check_params(params_json)  # TooLarge: a 413 naming params and the limit
+        except ValueError:
+            raise InvalidParams(jt.name, [{"loc": ["body", "params"], "type": "value_error",
+                                           "msg": "text that is not valid Unicode (a lone surrogate) cannot be stored"}]) from None
         now = self.store.clock()
         digest = request_hash(request)
         job = Job(

@@ -5,6 +5,10 @@ https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_UpdateItem.ht
 
 The sparse ``active-index`` holds only QUEUED and RUNNING jobs (``active_state``, ``due_at``):
 the sweeper reads it instead of scanning. Final writes remove both attributes.
+
+The record's size is bounded (jobbridge.limits): errors and history details are cut to their
+share here, history keeps its first entry and the newest ``HISTORY_KEEP_NEWEST``, and DynamoDB's
+refusal of an item over 400 KB becomes ``ItemTooLarge``.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,18 +30,23 @@ from .errors import (
     DependencyUnavailable,
     InvalidCursor,
     InvalidTransition,
+    ItemTooLarge,
     JobAlreadyFinal,
     JobNotFound,
     StaleAttempt,
 )
 from .ids import iso, utcnow
+from .limits import DYNAMODB_MAX_ITEM_BYTES, HISTORY_KEEP_NEWEST, bounded_error, history_detail
 from .models import FINAL_STATES, Job, JobError, Progress, State
+
+log = logging.getLogger(__name__)
 
 TENANT_INDEX = "tenant-created-index"
 ACTIVE_INDEX = "active-index"
 _MAX_LIST_PAGES = 10
 # Placeholders for attribute names that are, or may become, DynamoDB reserved words.
 _NAMES = {"#state": "state", "#attempt": "attempt", "#tenant": "tenant", "#version": "version", "#history": "history"}
+_NO_CANCEL_REQUESTED = "(attribute_not_exists(cancel_requested) OR cancel_requested = :false)"
 _UNAVAILABLE_CODES = {
     "ProvisionedThroughputExceededException",
     "ThrottlingException",
@@ -239,13 +249,16 @@ class JobStore:
                 return self._update(
                     job_id,
                     action="cancel",
-                    condition="#tenant = :tenant AND #state = :running",
-                    values={":tenant": {"S": tenant}, ":running": {"S": State.RUNNING.value}},
+                    # Once: a repeated cancel writes nothing (no history entry per call).
+                    condition=f"#tenant = :tenant AND #state = :running AND {_NO_CANCEL_REQUESTED}",
+                    values={":tenant": {"S": tenant}, ":running": {"S": State.RUNNING.value}, ":false": {"BOOL": False}},
                     sets={"cancel_requested": True},
                     history=(State.RUNNING, "cancel_requested", None),
                     tenant=tenant,
                 )
             except InvalidTransition as exc:
+                if exc.state == State.RUNNING.value and exc.current and exc.current.get("cancel_requested"):
+                    return Job.model_validate(exc.current)  # already requested: the job as it is
                 if exc.state in (State.QUEUED.value,):
                     continue  # requeued for a retry meanwhile: cancel it as queued
                 raise
@@ -349,50 +362,61 @@ class JobStore:
 
     def fail(self, job_id: str, attempt: int, error: JobError, retry_delay_s: float | None) -> Job:
         """RUNNING -> QUEUED (``retry_delay_s`` given: the job is re-dispatched after the delay)
-        or RUNNING -> FAILED. Fenced on the current attempt."""
-        error = error.model_copy(update={"attempt": attempt})
-        if retry_delay_s is None:
-            return self._transition(
-                job_id, action="fail", new_state=State.FAILED, sets={"error": error.model_dump()},
-                event="failed", detail=error.message[:200], **self._fence(attempt),
-            )
-        not_before = iso(self.clock() + timedelta(seconds=retry_delay_s))
-        return self._transition(
-            job_id,
-            action="retry",
-            new_state=State.QUEUED,
-            sets={"error": error.model_dump(), "not_before": not_before, "active_state": State.QUEUED.value, "due_at": not_before},
-            # dispatched_at goes: the bridge sends the retry's message (delayed) when it sees it.
-            removes=("lease_owner", "lease_expires_at", "dispatched_at"),
-            event="retry_scheduled",
-            detail=error.message[:200],
-            **self._fence(attempt),
-        )
+        or RUNNING -> FAILED. Fenced on the current attempt. After a cancel request -> CANCELLED
+        (``_end_attempt``)."""
+        return self._end_attempt(job_id, attempt, error, retry_delay_s, self._fence(attempt), action="fail",
+                                 final_event="failed", retry_event="retry_scheduled")
 
     def expire_lease(self, job_id: str, attempt: int, error: JobError, retry_delay_s: float | None) -> Job:
         """The sweeper's write for a RUNNING job whose lease lapsed: like ``fail``, and also
         conditional on the lease still being lapsed, so a heartbeat that lands first wins."""
-        now = iso(self.clock())
-        error = error.model_copy(update={"attempt": attempt})
         fence = self._fence(attempt)
         fence["condition"] += " AND lease_expires_at < :now"
-        fence["values"] = {**fence["values"], ":now": {"S": now}}
-        if retry_delay_s is None:
-            return self._transition(job_id, action="expire", new_state=State.FAILED, sets={"error": error.model_dump()},
-                                    event="lease_expired", detail=error.message[:200], **fence)
-        not_before = iso(self.clock() + timedelta(seconds=retry_delay_s))
-        return self._transition(
-            job_id, action="expire", new_state=State.QUEUED,
-            sets={"error": error.model_dump(), "not_before": not_before, "active_state": State.QUEUED.value, "due_at": not_before},
-            removes=("lease_owner", "lease_expires_at", "dispatched_at"),
-            event="lease_expired", detail=error.message[:200], **fence,
-        )
+        fence["values"] = {**fence["values"], ":now": {"S": iso(self.clock())}}
+        return self._end_attempt(job_id, attempt, error, retry_delay_s, fence, action="expire",
+                                 final_event="lease_expired", retry_event="lease_expired")
 
-    def acknowledge_cancel(self, job_id: str, attempt: int) -> Job:
-        """RUNNING -> CANCELLED once the runner stopped the job after a cancel request."""
+    def _end_attempt(self, job_id: str, attempt: int, error: JobError, retry_delay_s: float | None,
+                     fence: dict[str, Any], *, action: str, final_event: str, retry_event: str) -> Job:
+        """End a RUNNING attempt that did not succeed: QUEUED after ``retry_delay_s``, or FAILED.
+
+        Unless a cancel was requested: then the job ends CANCELLED, however the attempt ended (a
+        failure, a timeout, a lapsed lease, an ignored request the watchdog stopped). Retrying it
+        would run the job against the request, and carry the request into the new run. The write's
+        condition says "no cancel requested"; when that is what failed, a second write, fenced the
+        same way, records CANCELLED (with the error, which says why the attempt ended)."""
+        error = bounded_error(error.model_copy(update={"attempt": attempt}))
+        detail = error.message[:200]
+        guarded = {**fence, "condition": fence["condition"] + " AND " + _NO_CANCEL_REQUESTED,
+                   "values": {**fence["values"], ":false": {"BOOL": False}}}
+        try:
+            if retry_delay_s is None:
+                return self._transition(job_id, action=action, new_state=State.FAILED, sets={"error": error.model_dump()},
+                                        event=final_event, detail=detail, **guarded)
+            not_before = iso(self.clock() + timedelta(seconds=retry_delay_s))
+            return self._transition(
+                job_id, action=action, new_state=State.QUEUED,
+                sets={"error": error.model_dump(), "not_before": not_before, "active_state": State.QUEUED.value,
+                      "due_at": not_before},
+                # dispatched_at goes: the bridge sends the retry's message (delayed) when it sees it.
+                removes=("lease_owner", "lease_expires_at", "dispatched_at"),
+                event=retry_event, detail=detail, **guarded,
+            )
+        except InvalidTransition as exc:
+            current = exc.current or {}
+            if not (exc.state == State.RUNNING.value and current.get("attempt") == attempt
+                    and current.get("cancel_requested")):
+                raise
+        return self._transition(job_id, action=action, new_state=State.CANCELLED, sets={"error": error.model_dump()},
+                                event="cancelled", detail=f"cancel requested; the attempt ended: {error.type}", **fence)
+
+    def acknowledge_cancel(self, job_id: str, attempt: int, *, forced: bool = False) -> Job:
+        """RUNNING -> CANCELLED once the runner stopped the job after a cancel request (``forced``:
+        the job function ignored the request past the runner's grace, and was left behind)."""
         return self._transition(
             job_id, action="cancel", new_state=State.CANCELLED, event="cancelled",
-            detail="stopped after cancel request", **self._fence(attempt),
+            detail="forced: the job ignored the cancel request" if forced else "stopped after cancel request",
+            **self._fence(attempt),
         )
 
     def fail_unless_final(self, job_id: str, error: JobError) -> Job | None:
@@ -405,7 +429,7 @@ class JobStore:
                 new_state=State.FAILED,
                 condition="#state IN (:queued, :running)",
                 values={":queued": {"S": State.QUEUED.value}, ":running": {"S": State.RUNNING.value}},
-                sets={"error": error.model_dump()},
+                sets={"error": bounded_error(error).model_dump()},
                 event="failed",
                 detail=error.message[:200],
             )
@@ -454,7 +478,8 @@ class JobStore:
 
     def record_batch_job(self, job_id: str, attempt: int, token: str, batch_job_id: str) -> bool:
         """Record the submitted Batch job's id on the reservation ``token`` holds. False when the
-        job is final or the reservation is no longer ours (the id then only lives in Batch)."""
+        reservation is no longer ours (its new holder finds the Batch job by name); JobAlreadyFinal
+        when the job ended meanwhile (a cancel: the Batch job has nothing to run)."""
         now = iso(self.clock())
         try:
             self._call(
@@ -470,11 +495,15 @@ class JobStore:
                     ":id": {"S": batch_job_id}, ":now": {"S": now}, ":one": {"N": "1"}, ":a": {"N": str(attempt)},
                     ":token": {"S": token}, ":queued": {"S": State.QUEUED.value}, ":running": {"S": State.RUNNING.value},
                 },
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
-            if _condition_failed(exc):
-                return False
-            raise
+            if not _condition_failed(exc):
+                raise
+            current = decode_item(exc.response["Item"]) if exc.response.get("Item") else {}
+            if current.get("state") in {s.value for s in FINAL_STATES}:
+                raise JobAlreadyFinal(job_id, "record the Batch job", current["state"], "final states are absorbing") from None
+            return False
         return True
 
     def fail_unstarted_batch_attempt(self, job_id: str, attempt: int, job_name: str, error: JobError,
@@ -490,12 +519,12 @@ class JobStore:
             "fenced_attempt": attempt,
         }
         if retry_delay_s is None:
-            return self._transition(job_id, action="fail", new_state=State.FAILED, sets={"error": error.model_dump()},
+            return self._transition(job_id, action="fail", new_state=State.FAILED, sets={"error": bounded_error(error).model_dump()},
                                     add_attempt=True, event="failed", detail=error.message[:200], **fence)
         not_before = iso(self.clock() + timedelta(seconds=retry_delay_s))
         return self._transition(
             job_id, action="retry", new_state=State.QUEUED,
-            sets={"error": error.model_dump(), "not_before": not_before, "active_state": State.QUEUED.value,
+            sets={"error": bounded_error(error).model_dump(), "not_before": not_before, "active_state": State.QUEUED.value,
                   "due_at": not_before},
             removes=("dispatched_at",),  # the bridge sends the retry's message (delayed) when it sees it
             add_attempt=True, event="retry_scheduled", detail=error.message[:200], **fence,
@@ -583,7 +612,7 @@ class JobStore:
             if attempt is not None:
                 entry["attempt"] = attempt
             if detail:
-                entry["detail"] = detail
+                entry["detail"] = history_detail(detail)
             parts.append("#history = list_append(if_not_exists(#history, :empty), :h)")
             values[":empty"] = {"L": []}
             values[":h"] = {"L": [to_attr(entry)]}
@@ -611,7 +640,38 @@ class JobStore:
             if not _condition_failed(exc):
                 raise
             raise self._why(job_id, action, exc.response.get("Item"), fenced_attempt, tenant) from None
-        return self._decode(out["Attributes"])
+        item = out["Attributes"]
+        if history is not None:
+            item = self._trim_history(job_id, item)
+        return self._decode(item)
+
+    def _trim_history(self, job_id: str, item: dict[str, Any]) -> dict[str, Any]:
+        """Keep the first history entry (the submit) and the newest ``HISTORY_KEEP_NEWEST``; count
+        the entries dropped in ``history_dropped``. DynamoDB cannot append to a list and remove from
+        it in one expression, so this is a second write, made only when the cap is passed, and
+        conditional on the version just written (a retry or a later writer's trim cannot drop twice).
+        Skipped when it fails: the next write with history trims."""
+        excess = len(item.get("history", {}).get("L", [])) - 1 - HISTORY_KEEP_NEWEST
+        if excess <= 0:
+            return item
+        try:
+            out = self._call(
+                "update_item",
+                TableName=self.table_name,
+                Key=_key(job_id),
+                UpdateExpression=("SET history_dropped = if_not_exists(history_dropped, :zero) + :dropped, "
+                                  "#version = #version + :one REMOVE "
+                                  + ", ".join(f"#history[{index}]" for index in range(1, excess + 1))),
+                ConditionExpression="#version = :seen",
+                ExpressionAttributeNames={"#history": "history", "#version": "version"},
+                ExpressionAttributeValues={":zero": {"N": "0"}, ":dropped": {"N": str(excess)}, ":one": {"N": "1"},
+                                           ":seen": item["version"]},
+                ReturnValues="ALL_NEW",
+            )
+        except (ClientError, DependencyUnavailable) as exc:
+            log.info("history not trimmed; the next write will", extra={"job_id": job_id, "error": str(exc)})
+            return item
+        return out["Attributes"]
 
     def _why(self, job_id: str, action: str, old: dict[str, Any] | None, fenced_attempt: int | None,
              tenant: str | None) -> Exception:
@@ -621,11 +681,15 @@ class JobStore:
         if tenant is not None and current.get("tenant") != tenant:
             return JobNotFound(job_id)
         state = current.get("state")
+        error: InvalidTransition
         if state in {s.value for s in FINAL_STATES}:
-            return JobAlreadyFinal(job_id, action, state, "final states are absorbing")
-        if fenced_attempt is not None and current.get("attempt") != fenced_attempt:
-            return StaleAttempt(job_id, action, state, f"attempt {fenced_attempt} is not current ({current.get('attempt')})")
-        return InvalidTransition(job_id, action, state)
+            error = JobAlreadyFinal(job_id, action, state, "final states are absorbing")
+        elif fenced_attempt is not None and current.get("attempt") != fenced_attempt:
+            error = StaleAttempt(job_id, action, state, f"attempt {fenced_attempt} is not current ({current.get('attempt')})")
+        else:
+            error = InvalidTransition(job_id, action, state)
+        error.current = current
+        return error
 
     def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
         try:
@@ -634,6 +698,8 @@ class JobStore:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in _UNAVAILABLE_CODES:
                 raise DependencyUnavailable("dynamodb", code) from exc
+            if code == "ValidationException" and _item_too_large(exc):
+                raise ItemTooLarge(_job_id_of(kwargs), DYNAMODB_MAX_ITEM_BYTES) from exc
             if code == "ValidationException" and "ExclusiveStartKey" in kwargs:
                 raise InvalidCursor() from exc
             raise
@@ -651,6 +717,17 @@ class JobStore:
 
 def _key(job_id: str) -> dict[str, Any]:
     return {"job_id": {"S": job_id}}
+
+
+def _item_too_large(exc: ClientError) -> bool:
+    """DynamoDB's refusal of an item over 400 KB. Its code, ValidationException, names many
+    mistakes, so the message tells: "Item size has exceeded the maximum allowed size" (PutItem)
+    or "Item size to update has exceeded the maximum allowed size" (UpdateItem)."""
+    return exc.response.get("Error", {}).get("Message", "").lower().startswith("item size")
+
+
+def _job_id_of(kwargs: dict[str, Any]) -> str:
+    return str((kwargs.get("Key") or kwargs.get("Item") or {}).get("job_id", {}).get("S", ""))
 
 
 def _condition_failed(exc: ClientError) -> bool:

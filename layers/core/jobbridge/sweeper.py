@@ -6,6 +6,10 @@ conditional).
   (the stream was down past its 24 h retention, or the bridge's retries ran out). Send it again.
 - A RUNNING job whose lease lapsed with no heartbeat: its worker died. Requeue it if attempts
   remain (after backoff), else FAILED as lost.
+
+Each job is handled on its own: one that cannot be written (a record DynamoDB refuses to grow, a
+record an older version wrote that no longer decodes) is logged with its id and counted in
+``errors``, and the sweep goes on to the others: lapsed leases of every tenant keep being recovered.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ class SweepReport:
     redispatch_failed: int = 0
     leases_requeued: int = 0
     leases_failed: int = 0
+    leases_cancelled: int = 0
     skipped: int = 0
+    errors: int = 0  # jobs that could not be handled (logged with their ids); the rest were
     job_ids: list[str] = field(default_factory=list)
 
 
@@ -66,7 +72,11 @@ class Sweeper:
             return
         sent, failed = self.dispatcher.send(pending)
         for d in sent:
-            self.store.mark_dispatched(d.job_id, d.attempt)
+            try:
+                self.store.mark_dispatched(d.job_id, d.attempt)
+            except Exception:  # noqa: BLE001 - one job's failure must not stop the sweep (logged, counted)
+                self._count_error(report, d.job_id, "mark dispatched")
+                continue
             report.job_ids.append(d.job_id)
             log.warning("re-dispatched a job the stream missed", extra={"job_id": d.job_id, "route": d.route.value})
         report.redispatched += len(sent)
@@ -77,22 +87,35 @@ class Sweeper:
         for count, item in enumerate(self.store.active_jobs(State.RUNNING, now)):
             if count >= self.max_items:
                 break
-            job_id, attempt = item["job_id"], int(item.get("attempt", 0))
-            max_attempts = int(item.get("max_attempts", 1))
-            lost = JobError(type="LeaseExpired", retryable=True,
-                            message=f"no heartbeat from {item.get('lease_owner', 'its worker')} since the lease "
-                                    f"lapsed at {item.get('lease_expires_at')} (attempt {attempt} of {max_attempts})")
-            delay = None
-            if attempt < max_attempts:
-                delay = self.lifecycle.backoff_s(item.get("type", ""), attempt)
             try:
-                job = self.store.expire_lease(job_id, attempt, lost, delay)
-            except (InvalidTransition, JobNotFound):
-                report.skipped += 1  # a heartbeat or a settle got there first
-                continue
-            report.job_ids.append(job_id)
-            if job.state is State.QUEUED:
-                report.leases_requeued += 1
-            else:
-                report.leases_failed += 1
-            log.warning("lease expired", extra={"job_id": job_id, "attempt": attempt, "state": job.state.value})
+                self._expire_lease(item, report)
+            except Exception:  # noqa: BLE001 - one job's failure must not stop the sweep (logged, counted)
+                self._count_error(report, item.get("job_id"), "end a lapsed lease")
+
+    def _expire_lease(self, item: dict, report: SweepReport) -> None:
+        job_id, attempt = item["job_id"], int(item.get("attempt", 0))
+        max_attempts = int(item.get("max_attempts", 1))
+        lost = JobError(type="LeaseExpired", retryable=True,
+                        message=f"no heartbeat from {item.get('lease_owner', 'its worker')} since the lease "
+                                f"lapsed at {item.get('lease_expires_at')} (attempt {attempt} of {max_attempts})")
+        delay = None
+        if attempt < max_attempts:
+            delay = self.lifecycle.backoff_s(item.get("type", ""), attempt)
+        try:
+            job = self.store.expire_lease(job_id, attempt, lost, delay)
+        except (InvalidTransition, JobNotFound):
+            report.skipped += 1  # a heartbeat or a settle got there first
+            return
+        report.job_ids.append(job_id)
+        if job.state is State.QUEUED:
+            report.leases_requeued += 1
+        elif job.state is State.CANCELLED:
+            report.leases_cancelled += 1  # its cancel was requested: it ends as asked
+        else:
+            report.leases_failed += 1
+        log.warning("lease expired", extra={"job_id": job_id, "attempt": attempt, "state": job.state.value})
+
+    @staticmethod
+    def _count_error(report: SweepReport, job_id: object, action: str) -> None:
+        report.errors += 1
+        log.exception("sweeper could not %s; going on with the others", action, extra={"job_id": job_id})

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Callable
 
 from .messages import JobMessage
 from .queues import Queue
+from .routing import WORKER_START_MARGIN_S
 from .runner import Outcome, Runner, RunResult
 
 log = logging.getLogger(__name__)
@@ -36,8 +38,29 @@ class Deferred:
     budget_s: float
 
 
+class InvocationTime:
+    """The invocation's remaining time, read once per record.
+
+    ``invocation_s`` is read once, when the invocation begins: what a fresh invocation offers.
+    The first record is judged by that very reading and each later record by one reading of its
+    own, so whether a record is the invocation's first (and may take a job that needs all of it)
+    never turns on the millisecond that passes between two readings of the clock.
+    """
+
+    def __init__(self, remaining_ms: Callable[[], int]) -> None:
+        self._remaining_ms = remaining_ms
+        self.invocation_s = remaining_ms() / 1000
+        self._first_taken = False
+
+    def remaining_s(self) -> float:
+        if not self._first_taken:
+            self._first_taken = True
+            return self.invocation_s
+        return self._remaining_ms() / 1000
+
+
 class QueueWorker:
-    def __init__(self, runner: Runner, queue: Queue, *, safety_margin_s: float = 10.0) -> None:
+    def __init__(self, runner: Runner, queue: Queue, *, safety_margin_s: float = WORKER_START_MARGIN_S) -> None:
         self.runner = runner
         self.queue = queue
         self.safety_margin_s = safety_margin_s
