@@ -336,6 +336,6 @@ def test_the_api_stopped_for_30_s_loses_no_job(bare_stack: RunningStack, agents:
     finally:
         os.kill(api_pid, signal.SIGCONT)
     finals = [wait_state(bare_stack, j, "SUCCEEDED", "FAILED", "CANCELLED", timeout=180) for j in jobs]
-    assert [j["state"] for j in finals] == ["SUCCEEDED"] * 4
-    assert all(len(events(j, "succeeded")) == 1 for j in finals)
+    assert [j["state"] for j in finals] == ["SUCCEEDED"] * 4, finals
+    assert all(len(events(j, "succeeded")) == 1 for j in finals), [j["history"] for j in finals]
     assert agent.process.poll() is None
