@@ -28,6 +28,7 @@ from typing import Mapping
 from pydantic import ValidationError
 
 from .batch import BatchContainerLifecycle, ContainerSettings, batch_owner
+from .models import Route
 from .registry import load_registry
 from .runner import Outcome, Runner, RunnerConfig, RunResult
 from .store import JobStore
@@ -45,7 +46,8 @@ def exit_code(result: RunResult) -> int:
 
 def run(settings: ContainerSettings, batch_job_id: str, *, store: JobStore | None = None) -> RunResult:
     registry = load_registry(settings.job_modules)
-    store = store or JobStore(settings.table_name, retention_days=settings.retention_days)
+    # The route fence: the container's writes are conditional on the job being a batch job.
+    store = (store or JobStore(settings.table_name, retention_days=settings.retention_days)).for_route(Route.BATCH)
     runner = Runner(BatchContainerLifecycle(store, registry), registry, RunnerConfig(owner=batch_owner(batch_job_id)))
     return runner.run(settings.job_id, expected_attempt=settings.expected_attempt, time_budget_s=None,
                       correlation_id=settings.correlation_id)
