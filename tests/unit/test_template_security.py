@@ -251,3 +251,16 @@ def test_what_the_encryption_suppressions_claim_holds():
         if "CKV_AWS_115" in ids and "ScalingConfig.MaximumConcurrency" in json.dumps(res["Metadata"]):
             events = json.dumps(props.get("Events"))
             assert "MaximumConcurrency" in events, f"{lid} claims a MaximumConcurrency"
+
+
+# --- the agent routes: the API knows the agent role --------------------------------------------------------
+
+
+def test_the_api_is_told_the_agent_roles_arn_and_it_is_the_agent_roles_name():
+    # The app accepts on /agent/* only sessions of JOBBRIDGE_AGENT_ROLE_ARN (functions/api auth.py):
+    # it must name AgentRole exactly, or no agent (or the wrong role) would get through.
+    role_name = resources()["AgentRole"]["Properties"]["RoleName"]
+    assert role_name == {"Fn::Sub": "${AWS::StackName}-agent"}
+    env = resources()["ApiFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["JOBBRIDGE_AGENT_ROLE_ARN"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/${AWS::StackName}-agent"}

@@ -20,6 +20,11 @@ from fastapi import HTTPException, Request
 from jobbridge.config import Settings
 
 _TENANT_RE = re.compile(r"^[A-Za-z0-9_.@:-]{1,128}$")
+# arn:PARTITION:iam::ACCOUNT:role/[PATH/]NAME, and the ARN of a session of such a role as STS and API
+# Gateway report it: arn:PARTITION:sts::ACCOUNT:assumed-role/NAME/SESSION (the role's path is not
+# in it). https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_identifiers.html#identifiers-arns
+_ROLE_ARN_RE = re.compile(r"^arn:(aws[a-z-]*):iam::(\d{12}):role/(?:[^/]+/)*([\w+=,.@-]{1,64})$")
+_SESSION_ARN_RE = re.compile(r"^arn:(aws[a-z-]*):sts::(\d{12}):assumed-role/([\w+=,.@-]{1,64})/([\w+=,.@-]{2,64})$")
 _BEARER = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 
 
@@ -40,6 +45,10 @@ class AgentPrincipal:
 
 def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(status_code=401, detail=detail, headers=_BEARER)
+
+
+def _forbidden(detail: str) -> HTTPException:
+    return HTTPException(status_code=403, detail=detail)
 
 
 @lru_cache(maxsize=4)
@@ -100,9 +109,21 @@ def _gateway_iam_identity(request: Request) -> dict[str, Any]:
     return iam
 
 
+def is_session_of_role(user_arn: str, role_arn: str) -> bool:
+    """Whether ``user_arn`` (the caller API Gateway verified) is a session of the role ``role_arn``:
+    same partition, same account, same role name. An IAM user, another role, a federated user or
+    the role of the same name in another account is not."""
+    session, role = _SESSION_ARN_RE.match(user_arn), _ROLE_ARN_RE.match(role_arn)
+    return bool(session and role and session.group(1, 2, 3) == role.group(1, 2, 3))
+
+
 def authenticate_agent(request: Request, settings: Settings) -> AgentPrincipal:
     if settings.auth_mode == "gateway":
         iam = _gateway_iam_identity(request)
+        # API Gateway let through ANY principal whose IAM policies allow execute-api:Invoke on the
+        # route (an administrator's, a CI role's): only the agent role's sessions are agents.
+        if not settings.agent_role_arn or not is_session_of_role(str(iam["userArn"]), settings.agent_role_arn):
+            raise _forbidden("the agent routes accept only sessions of the agent role")
         return AgentPrincipal(agent_id=str(iam.get("userId") or iam["userArn"]), identity=iam)
     claims = _verified_claims(request, settings, audience=settings.agent_audience)
     agent_id = claims.get("agent_id") or claims.get("sub")
