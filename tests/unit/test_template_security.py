@@ -264,3 +264,31 @@ def test_the_api_is_told_the_agent_roles_arn_and_it_is_the_agent_roles_name():
     env = resources()["ApiFunction"]["Properties"]["Environment"]["Variables"]
     assert env["JOBBRIDGE_AGENT_ROLE_ARN"] == {
         "Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/${AWS::StackName}-agent"}
+
+
+# --- GPU hosts: containers cannot reach the instance role -------------------------------------------------
+
+
+def test_gpu_hosts_require_imdsv2_with_a_hop_limit_of_one():
+    # Batch's GPU jobs run in containers on EC2 hosts whose instance role registers them with ECS.
+    # IMDSv2 (a token first) with a response hop limit of 1: the token's PUT answer dies at the
+    # container's extra network hop, so job code cannot fetch the instance role's credentials.
+    # https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/configuring-IMDS-new-instances.html
+    env = resources()["GpuComputeEnvironment"]["Properties"]["ComputeResources"]
+    template_ref = env["LaunchTemplate"]
+    (lid,) = {v["Ref"] for v in template_ref.values() if isinstance(v, dict) and "Ref" in v}
+    assert template_ref.get("Version") == {"Fn::GetAtt": [lid, "LatestVersionNumber"]}
+    launch_template = resources()[lid]
+    assert launch_template["Type"] == "AWS::EC2::LaunchTemplate"
+    options = launch_template["Properties"]["LaunchTemplateData"]["MetadataOptions"]
+    assert options["HttpTokens"] == "required"
+    assert options["HttpPutResponseHopLimit"] == 1
+    assert options.get("HttpEndpoint", "enabled") == "enabled"  # the ECS agent on the host needs it
+
+
+def test_every_launch_template_requires_imdsv2():
+    for lid, res in resources().items():
+        if res["Type"] == "AWS::EC2::LaunchTemplate":
+            options = res["Properties"]["LaunchTemplateData"].get("MetadataOptions") or {}
+            assert options.get("HttpTokens") == "required", lid
+            assert options.get("HttpPutResponseHopLimit") == 1, lid
