@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from jobbridge.config import Settings
 from jobbridge.errors import JobBridgeError
-from jobbridge.models import Route
+from jobbridge.models import JobError, Route
 from jobbridge.store import JobStore
 from jobbridge_api import deps
 from jobbridge_api.main import create_app
@@ -373,6 +373,12 @@ BAD_CREDENTIALS: dict[str, Callable[[Callable[..., str], Path], dict[str, str]]]
     "no-tenant": lambda mk, pub: {"Authorization": "Bearer " + mk(None)},
     "bad-tenant": lambda mk, pub: {"Authorization": "Bearer " + mk("../globex")},
     "tenant-not-a-string": lambda mk, pub: {"Authorization": "Bearer " + mk(["acme"])},
+    "tenant-empty": lambda mk, pub: {"Authorization": "Bearer " + mk("")},
+    "tenant-trailing-newline": lambda mk, pub: {"Authorization": "Bearer " + mk("acme\n")},
+    "tenant-space": lambda mk, pub: {"Authorization": "Bearer " + mk("acme corp")},
+    "tenant-non-ascii": lambda mk, pub: {"Authorization": "Bearer " + mk("acmé")},
+    "tenant-too-long": lambda mk, pub: {"Authorization": "Bearer " + mk("a" * 129)},
+    "tenant-a-number": lambda mk, pub: {"Authorization": "Bearer " + mk(42)},
 }
 
 
@@ -453,6 +459,29 @@ def test_get_shows_the_job_without_internal_fields(client, auth) -> None:
     assert job["job_id"] == job_id
     assert job["params"] == {"a": [1, 2.5, "ü"]}
     assert {"tenant", "lease_owner", "request_hash", "expires_at"}.isdisjoint(job)
+
+
+@pytest.mark.parametrize("owner, kind", [("agent:AROAEXAMPLEAGENTROLE1:4f2a9c0d11e7b3a5", "agent"),
+                                         ("batch:8f1c2d3e-0000-4000-8000-123456789abc", "batch"),
+                                         ("lambda", "lambda")])
+def test_the_tenant_sees_the_kind_of_worker_never_its_identity(client, auth, store, owner: str, kind: str) -> None:
+    # given a job whose lease was taken by a worker and then lapsed (the sweeper's error names it)
+    job_id = submit(client, auth(), type="echo").json()["job_id"]
+    store.claim(job_id, owner, -1)  # a lease that has already lapsed
+    lapsed = JobError(type="LeaseExpired", retryable=True,
+                      message=f"no heartbeat from {owner} since the lease lapsed at 2026-01-01T00:00:00Z (attempt 1 of 3)")
+    store.expire_lease(job_id, 1, lapsed, None)
+
+    # when its tenant reads it
+    response = client.get(f"/jobs/{job_id}", headers=auth())
+
+    # then the history and the error say what kind of worker it was, and nothing of who
+    job = response.json()
+    assert owner == kind or owner not in response.text
+    assert "AROA" not in response.text
+    claimed = [entry for entry in job["history"] if entry["event"] == "claimed"]
+    assert [entry["detail"] for entry in claimed] == [kind]
+    assert job["error"]["message"].startswith(f"no heartbeat from {kind} since")
 
 
 @pytest.mark.parametrize("action", ["get", "cancel"])

@@ -19,7 +19,9 @@ from fastapi import HTTPException, Request
 
 from jobbridge.config import Settings
 
-_TENANT_RE = re.compile(r"^[A-Za-z0-9_.@:-]{1,128}$")
+# A tenant id (and a local agent id): 1-128 of A-Z a-z 0-9 _ . @ : -, the whole claim (fullmatch: a
+# "$" would let a trailing newline through). Anything else is refused, never cleaned up.
+_TENANT_RE = re.compile(r"[A-Za-z0-9_.@:-]{1,128}")
 # arn:PARTITION:iam::ACCOUNT:role/[PATH/]NAME, and the ARN of a session of such a role as STS and API
 # Gateway report it: arn:PARTITION:sts::ACCOUNT:assumed-role/NAME/SESSION (the role's path is not
 # in it). https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_identifiers.html#identifiers-arns
@@ -93,7 +95,7 @@ def authenticate(request: Request, settings: Settings) -> Principal:
     if settings.auth_mode == "verify" and settings.agent_audience in _audiences(claims):
         raise _unauthorized("an agent credential cannot call the tenant routes")
     tenant = claims.get(settings.tenant_claim)
-    if not isinstance(tenant, str) or not _TENANT_RE.match(tenant):
+    if not isinstance(tenant, str) or not _TENANT_RE.fullmatch(tenant):
         raise _unauthorized(f"the token has no valid {settings.tenant_claim!r} claim")
     return Principal(tenant=tenant, subject=claims.get("sub"), claims=claims)
 
@@ -127,7 +129,7 @@ def authenticate_agent(request: Request, settings: Settings) -> AgentPrincipal:
         return AgentPrincipal(agent_id=str(iam.get("userId") or iam["userArn"]), identity=iam)
     claims = _verified_claims(request, settings, audience=settings.agent_audience)
     agent_id = claims.get("agent_id") or claims.get("sub")
-    if not isinstance(agent_id, str) or not _TENANT_RE.match(agent_id):
+    if not isinstance(agent_id, str) or not _TENANT_RE.fullmatch(agent_id):
         raise _unauthorized("the agent token has no valid agent_id")
     return AgentPrincipal(agent_id=agent_id, identity=claims)
 
