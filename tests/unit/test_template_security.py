@@ -292,3 +292,30 @@ def test_every_launch_template_requires_imdsv2():
             options = res["Properties"]["LaunchTemplateData"].get("MetadataOptions") or {}
             assert options.get("HttpTokens") == "required", lid
             assert options.get("HttpPutResponseHopLimit") == 1, lid
+
+
+# --- job code's credentials: ids are the capability -------------------------------------------------------
+
+# The roles whose runtime also runs job code (the job types' functions, in-thread): the Lambda worker
+# and the Batch container. What job code could do with them is what these roles allow.
+JOB_CODE_ROLES = ("WorkerFunctionRole", "BatchJobRole")
+
+
+@pytest.mark.parametrize("role", JOB_CODE_ROLES)
+def test_job_code_credentials_reach_a_job_only_by_its_id(role):
+    # GetItem/UpdateItem on the table itself: a job is reached only by its id (80 random bits), never
+    # found. No Query/Scan/BatchGetItem/PartiQL, no index, no stream: nothing enumerates other
+    # tenants' jobs. docs/SECURITY.md ("Job code") says why this is the boundary and what remains.
+    table_actions = set()
+    for lid, where, st in statements():
+        if lid != role or where != "identity" or st.get("Effect") != "Allow":
+            continue
+        actions = set(as_list(st["Action"]))
+        dynamodb = {a for a in actions if a.startswith("dynamodb:")}
+        if dynamodb:
+            assert as_list(st["Resource"]) == [{"Fn::GetAtt": ["JobsTable", "Arn"]}], st
+            table_actions |= dynamodb
+        assert not any(refers_to(r, q) for r in as_list(st["Resource"])
+                       for q in ("PrivateQueue", "PrivateDLQ", "PublicBatchQueue" if role == "WorkerFunctionRole"
+                                 else "PublicLambdaQueue")), st
+    assert table_actions == {"dynamodb:GetItem", "dynamodb:UpdateItem"}
