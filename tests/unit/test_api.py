@@ -263,11 +263,44 @@ def test_a_server_owned_field_in_the_body_is_422_naming_it(client, auth, items, 
     assert items() == []
 
 
-def test_nan_in_params_is_refused(client, auth, items) -> None:
-    response = client.post("/jobs", content=b'{"type": "echo", "params": {"x": NaN}}',
-                           headers={**auth(), "Content-Type": "application/json"})
-    assert_problem(response, 422)
+NOT_JSON_NUMBERS = [b"NaN", b"-NaN", b"Infinity", b"-Infinity", b"1e999", b"-1e999", b"1E400", b"nan", b"inf",
+                    b"9" * 5000]
+
+
+@pytest.mark.parametrize("number", NOT_JSON_NUMBERS, ids=[n.decode()[:12] for n in NOT_JSON_NUMBERS])
+@pytest.mark.parametrize("where", ["params", "nested-params", "typed-params", "priority", "requirements"])
+def test_nan_infinity_and_huge_numbers_are_refused_wherever_they_are(client, auth, items, number: bytes,
+                                                                     where: str) -> None:
+    body = {
+        "params": b'{"type": "echo", "params": {"x": %s}}',
+        "nested-params": b'{"type": "echo", "params": {"a": [{"b": [1, %s]}]}}',
+        "typed-params": b'{"type": "sleep", "params": {"seconds": %s}}',
+        "priority": b'{"type": "echo", "priority": %s}',
+        "requirements": b'{"type": "echo", "requirements": {"memory_mb": %s}}',
+    }[where] % number
+    response = client.post("/jobs", content=body, headers={**auth(), "Content-Type": "application/json"})
+    assert response.status_code in (400, 422), response.text
+    assert_problem(response, response.status_code)
     assert items() == []
+
+
+@pytest.mark.parametrize("text", [r"\ud800", r"\udfff", r"x\udbff", r"\udc00\ud800"])
+@pytest.mark.parametrize("where", ["value", "key", "list"])
+def test_a_lone_surrogate_in_params_is_422_and_stores_nothing(client, auth, items, text: str, where: str) -> None:
+    # JSON's \u escapes can spell half of a UTF-16 pair, which is no Unicode text: stored, the job
+    # could never be shown again (every GET of it failed to encode its params: a 500).
+    params = {"value": '{"s": "%s"}', "key": '{"%s": 1}', "list": '{"a": ["ok", "%s"]}'}[where] % text
+    response = client.post("/jobs", content=('{"type": "echo", "params": %s}' % params).encode(),
+                           headers={**auth(), "Content-Type": "application/json"})
+    body = assert_problem(response, 422)
+    assert any(word in json.dumps(body["errors"]).lower() for word in ("surrogate", "unicode"))
+    assert items() == []
+
+
+def test_non_ascii_params_round_trip(client, auth) -> None:
+    params = {"ключ": "значение", "emoji": "\U0001F600", "rtl": "\u202eabc", "nul": "a\u0000b", "cjk": "漢字" * 100}
+    job_id = submit(client, auth(), type="echo", params=params).json()["job_id"]
+    assert client.get(f"/jobs/{job_id}", headers=auth()).json()["params"] == params
 
 
 def test_a_body_over_256_kib_is_413(client, auth, items) -> None:

@@ -47,10 +47,16 @@ class JobService:
         jt = self.registry.get(request.type)
         params = jt.parse_params(request.params)
         placement = choose_placement(jt, request, params)
-        if not _finite(params.model_dump()):
+        dumped = params.model_dump()
+        if not _finite(dumped):
             # Checked before mode="json", which would silently turn NaN and Infinity into null.
             raise InvalidParams(jt.name, [{"loc": ["body", "params"], "msg": "Out of range float values are not JSON compliant",
                                            "type": "value_error"}])
+        if not _unicode(dumped):
+            # JSON's \u escapes can spell half a UTF-16 surrogate pair, which is no Unicode text: it
+            # would be stored, then fail to encode on every read of the job.
+            raise InvalidParams(jt.name, [{"loc": ["body", "params"], "type": "value_error",
+                                           "msg": "a string holds a lone surrogate (\\ud800-\\udfff): not Unicode text"}])
         params_json = params.model_dump(mode="json")
         now = self.store.clock()
         digest = request_hash(request)
@@ -78,6 +84,21 @@ class JobService:
         if not created and (stored.tenant != tenant or stored.request_hash != digest):
             raise IdempotencyConflict(idempotency_key or "", stored.job_id)
         return Submitted(stored, created)
+
+
+def _unicode(value: object) -> bool:
+    """False if a string (value or key) anywhere in ``value`` cannot be encoded as UTF-8."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_unicode(k) and _unicode(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(_unicode(v) for v in value)
+    return True
 
 
 def _finite(value: object) -> bool:
