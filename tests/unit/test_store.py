@@ -562,3 +562,23 @@ def test_a_scoped_store_serves_its_own_route_as_before(store: JobStore, make_job
     done = lambda_store.complete(job.job_id, running.attempt, {"ok": True})
 
     assert done.state is State.SUCCEEDED
+
+
+def test_a_result_that_is_not_unicode_text_fails_the_job_instead_of_breaking_its_reads(store: JobStore,
+                                                                                       make_job) -> None:
+    from jobbridge.lifecycle import JobLifecycle
+    from jobbridge.models import JobPublic
+    from jobbridge.registry import load_registry
+
+    # given a running job whose function returns a string with a lone surrogate (e.g. bytes decoded
+    # with errors="surrogateescape", or a \ud800 escape an agent relayed)
+    job, _ = store.create(make_job())
+    running = store.claim(job.job_id, "lambda", LEASE_S)
+
+    # when the runner reports it
+    settled = JobLifecycle(store, load_registry()).complete(job.job_id, running.attempt, {"text": "ok \udc80"})
+
+    # then the attempt failed, saying why, and the job can still be shown
+    assert settled.state is State.FAILED and settled.result is None
+    assert settled.error is not None and settled.error.type == "ResultNotJSON" and "surrogate" in settled.error.message
+    JobPublic.of(store.get(job.job_id)).model_dump_json().encode("utf-8")

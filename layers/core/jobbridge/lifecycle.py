@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from typing import Any, Callable
 
-from .dynamo_codec import dump_json
+from .dynamo_codec import dump_json, is_unicode_text
 from .errors import UnknownJobType
 from .models import Job, JobError, Progress
 from .registry import Backoff, Registry
@@ -35,6 +35,9 @@ class JobLifecycle:
             size = len(dump_json(result).encode())
         except (TypeError, ValueError) as exc:
             return self.fail(job_id, attempt, JobError(type="ResultNotJSON", message=f"the result is not JSON: {exc}"))
+        if not is_unicode_text(result):
+            return self.fail(job_id, attempt, JobError(
+                type="ResultNotJSON", message="the result holds a lone surrogate (\\ud800-\\udfff): not Unicode text"))
         if size > MAX_INLINE_RESULT_BYTES:
             # Large payloads (result_ref in S3) are not supported yet: say so rather than truncate.
             return self.fail(job_id, attempt, JobError(

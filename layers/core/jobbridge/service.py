@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from datetime import timedelta
 
-from .dynamo_codec import dump_json
+from .dynamo_codec import dump_json, is_unicode_text
 from .errors import IdempotencyConflict, InvalidParams
 from .ids import idempotent_job_id, iso, new_job_id
 from .models import HistoryEntry, Job, JobCreate, State
@@ -52,7 +52,7 @@ class JobService:
             # Checked before mode="json", which would silently turn NaN and Infinity into null.
             raise InvalidParams(jt.name, [{"loc": ["body", "params"], "msg": "Out of range float values are not JSON compliant",
                                            "type": "value_error"}])
-        if not _unicode(dumped):
+        if not is_unicode_text(dumped):
             # JSON's \u escapes can spell half a UTF-16 surrogate pair, which is no Unicode text: it
             # would be stored, then fail to encode on every read of the job.
             raise InvalidParams(jt.name, [{"loc": ["body", "params"], "type": "value_error",
@@ -84,21 +84,6 @@ class JobService:
         if not created and (stored.tenant != tenant or stored.request_hash != digest):
             raise IdempotencyConflict(idempotency_key or "", stored.job_id)
         return Submitted(stored, created)
-
-
-def _unicode(value: object) -> bool:
-    """False if a string (value or key) anywhere in ``value`` cannot be encoded as UTF-8."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
-        return True
-    if isinstance(value, dict):
-        return all(_unicode(k) and _unicode(v) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return all(_unicode(v) for v in value)
-    return True
 
 
 def _finite(value: object) -> bool:
