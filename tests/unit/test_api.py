@@ -322,6 +322,36 @@ def test_a_body_just_under_the_limit_is_accepted(client, auth) -> None:
     assert response.status_code == 202
 
 
+@pytest.mark.parametrize("char", ["ü", "漢", "\U0001F600"])
+def test_a_body_of_multibyte_text_just_under_the_limit_is_stored_and_readable(client, auth, char: str) -> None:
+    # 250 KiB of UTF-8 text must fit DynamoDB's 400 KB item: stored \\u-escaped it grew up to 3x (a 500)
+    text = char * (250 * 1024 // len(char.encode()))
+    response = submit(client, auth(), type="echo", params={"blob": text})
+    assert response.status_code == 202, response.text[:300]
+    job = client.get(response.json()["location"], headers=auth())
+    assert job.status_code == 200 and job.json()["params"] == {"blob": text}
+
+
+@pytest.mark.parametrize("depth", [65, 255, 300, 900])
+@pytest.mark.parametrize("opener, closer", [("[", "]"), ('{"a": ', "}")], ids=["lists", "objects"])
+def test_params_nested_past_the_limit_are_422_naming_the_limit(client, auth, items, depth, opener, closer) -> None:
+    # Between the JSON parser's recursion limit and pydantic's serialization depth (255) such params
+    # were accepted and then failed to serialize: a 500.
+    content = ('{"type": "echo", "params": {"a": ' + opener * depth + "1" + closer * depth + "}}").encode()
+    response = client.post("/jobs", content=content, headers={**auth(), "Content-Type": "application/json"})
+    body = assert_problem(response, 422)
+    assert "64 levels" in json.dumps(body["errors"])
+    assert items() == []
+
+
+def test_params_nested_to_the_limit_are_accepted(client, auth) -> None:
+    params = {"a": 1}
+    for _ in range(63):
+        params = {"a": params}
+    response = submit(client, auth(), type="echo", params=params)
+    assert response.status_code == 202, response.text[:300]
+
+
 def test_malformed_json_is_400(client, auth, items) -> None:
     response = client.post("/jobs", content=b'{"type": "echo",', headers={**auth(), "Content-Type": "application/json"})
     assert_problem(response, 400, "malformed-json")

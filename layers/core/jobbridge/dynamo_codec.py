@@ -67,7 +67,9 @@ def is_unicode_text(value: Any) -> bool:
 
 def dump_json(value: Any) -> str:
     # allow_nan=False: NaN/Infinity are not JSON; refuse them at the door rather than store them.
-    return json.dumps(value, separators=(",", ":"), allow_nan=False, sort_keys=False)
+    # ensure_ascii=False: stored as UTF-8 text, its size is the body's. Escaped, non-ASCII text grew
+    # up to 3x ("ü" -> "\\u00fc"), and a 256 KiB body passed DynamoDB's 400 KB item limit (a 500).
+    return json.dumps(value, separators=(",", ":"), allow_nan=False, sort_keys=False, ensure_ascii=False)
 
 
 def encode_item(record: dict[str, Any]) -> dict[str, Any]:

@@ -31,13 +31,13 @@ class JobLifecycle:
         return self.store.heartbeat(job_id, attempt, owner, lease_s, progress)
 
     def complete(self, job_id: str, attempt: int, result: Any) -> Job:
+        if not is_unicode_text(result):
+            return self.fail(job_id, attempt, JobError(
+                type="ResultNotJSON", message="the result holds a lone surrogate (\\ud800-\\udfff): not Unicode text"))
         try:
             size = len(dump_json(result).encode())
         except (TypeError, ValueError) as exc:
             return self.fail(job_id, attempt, JobError(type="ResultNotJSON", message=f"the result is not JSON: {exc}"))
-        if not is_unicode_text(result):
-            return self.fail(job_id, attempt, JobError(
-                type="ResultNotJSON", message="the result holds a lone surrogate (\\ud800-\\udfff): not Unicode text"))
         if size > MAX_INLINE_RESULT_BYTES:
             # Large payloads (result_ref in S3) are not supported yet: say so rather than truncate.
             return self.fail(job_id, attempt, JobError(

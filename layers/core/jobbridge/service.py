@@ -7,6 +7,7 @@ AWS. The bridge, not the API, sends the job's message (the outbox: docs/ARCHITEC
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,6 +21,9 @@ from .routing import choose_placement
 from .store import JobStore
 
 
+MAX_PARAMS_DEPTH = 64  # objects and arrays, the params object itself included
+
+
 @dataclass(frozen=True)
 class Submitted:
     job: Job
@@ -27,7 +31,9 @@ class Submitted:
 
 
 def request_hash(request: JobCreate) -> str:
-    canonical = dump_json(request.model_dump(mode="json"))
+    # ASCII-escaped, as it has always been computed: another canonical form would turn a replay
+    # made across a deploy into a 409 conflict.
+    canonical = json.dumps(request.model_dump(mode="json"), separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -48,6 +54,10 @@ class JobService:
         params = jt.parse_params(request.params)
         placement = choose_placement(jt, request, params)
         dumped = params.model_dump()
+        if _depth(dumped) > MAX_PARAMS_DEPTH:
+            # Past it pydantic cannot serialize them (its limit is 255 in all): refused by name, not a 500.
+            raise InvalidParams(jt.name, [{"loc": ["body", "params"], "type": "value_error",
+                                           "msg": f"params may be nested at most {MAX_PARAMS_DEPTH} levels deep"}])
         if not _finite(dumped):
             # Checked before mode="json", which would silently turn NaN and Infinity into null.
             raise InvalidParams(jt.name, [{"loc": ["body", "params"], "msg": "Out of range float values are not JSON compliant",
@@ -84,6 +94,19 @@ class JobService:
         if not created and (stored.tenant != tenant or stored.request_hash != digest):
             raise IdempotencyConflict(idempotency_key or "", stored.job_id)
         return Submitted(stored, created)
+
+
+def _depth(value: object) -> int:
+    """How deeply objects and arrays nest in ``value`` (iterative: the value may be nested deeply)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, (list, tuple)) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def _finite(value: object) -> bool:
