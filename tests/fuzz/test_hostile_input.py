@@ -125,7 +125,7 @@ def assert_answered(response: Any, client: TestClient, token: bytes) -> None:
         assert read.status_code == 200, (read.status_code, read.text[:500])
 
 
-RUN = settings(max_examples=max(50, fuzz_examples() * 4), deadline=None, derandomize=SHORT_RUN,
+RUN = settings(max_examples=max(50, fuzz_examples() * 2), deadline=None, derandomize=SHORT_RUN,
                suppress_health_check=list(HealthCheck))
 
 
