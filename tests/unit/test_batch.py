@@ -9,6 +9,9 @@ leads to (retry, FAILED, nothing), and that a duplicate event changes nothing.
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 import uuid
 from typing import Any, Callable
 
@@ -577,3 +580,27 @@ def test_the_container_lifecycle_claims_with_takeover(store, batch_job) -> None:
     again = lifecycle.claim(job.job_id, "batch:b-1", 60, 0)
 
     assert again.attempt == 2
+
+
+def test_sealing_removes_every_credential_variable_and_nothing_else() -> None:
+    from jobbridge import sandbox
+
+    env = {name: "x" for name in sandbox.CREDENTIAL_VARIABLES}
+    env.update({"AWS_DEFAULT_REGION": "eu-west-1", "AWS_ENDPOINT_URL": "http://127.0.0.1:4566", "PATH": "/bin",
+                "JOBBRIDGE_JOB_ID": "job_1"})
+
+    removed = sandbox.seal_credentials(env)
+
+    assert sorted(removed) == sorted(sandbox.CREDENTIAL_VARIABLES)
+    assert env == {"AWS_DEFAULT_REGION": "eu-west-1", "AWS_ENDPOINT_URL": "http://127.0.0.1:4566", "PATH": "/bin",
+                   "JOBBRIDGE_JOB_ID": "job_1"}
+
+
+def test_forbid_inspection_makes_the_process_non_dumpable() -> None:
+    # In a process of its own: the test runner must stay dumpable.
+    probe = ("import ctypes, ctypes.util; from jobbridge import sandbox; assert sandbox.forbid_inspection(); "
+             "libc = ctypes.CDLL(ctypes.util.find_library('c'), use_errno=True); print(libc.prctl(3, 0, 0, 0, 0))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0"  # PR_GET_DUMPABLE: 0, /proc/<pid>/* readable by root only
