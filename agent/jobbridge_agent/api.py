@@ -19,6 +19,7 @@ https://docs.aws.amazon.com/rolesanywhere/latest/userguide/credential-helper.htm
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import logging
@@ -28,7 +29,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Protocol
-from urllib.parse import quote, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 from jobbridge.errors import DependencyUnavailable, InvalidTransition, JobNotFound, StaleAttempt, TooLarge
 from jobbridge.limits import check_result
@@ -300,9 +301,13 @@ class AgentApi:
 
     def _connect(self) -> http.client.HTTPConnection:
         if self._proxy is not None:
-            proxy_port = self._proxy.port or (443 if self._proxy.scheme == "https" else 80)
-            conn = _connection(self._proxy.scheme, self._proxy.hostname or "", proxy_port, self._timeout, self._ssl)
-            conn.set_tunnel(self._host, self._port)
+            # The connection class follows the API's scheme, never the proxy's: to an https API the
+            # request is TLS end to end inside the CONNECT tunnel (HTTPSConnection connects to the
+            # proxy over TCP, sends CONNECT, then starts TLS with the API's name and our CA file),
+            # so the proxy sees the target host and port and nothing else.
+            conn = _connection(self._scheme, self._proxy.hostname or "", self._proxy.port or 3128, self._timeout,
+                               self._ssl)
+            conn.set_tunnel(self._host, self._port, headers=_proxy_authorization(self._proxy))
             return conn
         return _connection(self._scheme, self._host, self._port, self._timeout, self._ssl)
 
@@ -326,6 +331,15 @@ def _connection(scheme: str, host: str, port: int, timeout: float, context: ssl.
     if scheme == "https":
         return http.client.HTTPSConnection(host, port, timeout=timeout, context=context or ssl.create_default_context())
     return http.client.HTTPConnection(host, port, timeout=timeout)
+
+
+def _proxy_authorization(proxy: SplitResult) -> dict[str, str]:
+    """Basic proxy authentication from ``http://user:pass@proxy:port`` (percent-decoded), sent on the
+    CONNECT only: the API never sees it. https://www.rfc-editor.org/rfc/rfc9110#name-proxy-authorization"""
+    if proxy.username is None:
+        return {}
+    user_pass = f"{unquote(proxy.username)}:{unquote(proxy.password or '')}"
+    return {"Proxy-Authorization": "Basic " + base64.b64encode(user_pass.encode()).decode()}
 
 
 def _lease(lease_s: float) -> int:

@@ -67,7 +67,9 @@ class AgentConfig(BaseModel):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     start_method: Literal["forkserver", "spawn"] = Field(
         default="forkserver", description="How job processes start (spawn: slower, but works everywhere)")
-    proxy_url: str | None = Field(default=None, description="HTTP(S) proxy for the API (CONNECT tunnel)")
+    proxy_url: str | None = Field(default=None, description=(
+        "Forward proxy for the API: http://[user:password@]host:port. The agent tunnels through it with "
+        "CONNECT; to an https API the traffic inside is TLS end to end (the proxy sees host and port only)"))
     ca_file: Path | None = Field(default=None, description="CA bundle for the API's TLS certificate")
     allow_insecure_http: bool = Field(default=False, description="Allow http:// to a non-loopback API")
 
@@ -96,6 +98,16 @@ class AgentConfig(BaseModel):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname or not _QUEUE_PATH.match(parts.path):
             raise ValueError("not an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)")
+        return value
+
+    @field_validator("proxy_url")
+    @classmethod
+    def _proxy_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/") or parts.query:
+            raise ValueError("use http://[user:password@]host:port (CONNECT over TCP; the API's TLS runs inside)")
         return value
 
     @field_validator("api_url")

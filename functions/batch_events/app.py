@@ -13,6 +13,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from jobbridge.batch import BatchEvents
 from jobbridge.config import get_settings
 from jobbridge.lifecycle import JobLifecycle
+from jobbridge.models import Route
 from jobbridge.observability import get_logger
 from jobbridge.registry import load_registry
 from jobbridge.store import JobStore
@@ -25,7 +26,8 @@ metrics = Metrics(namespace="jobbridge")
 def _wiring() -> BatchEvents:
     settings = get_settings()
     registry = load_registry(settings.job_modules)  # the job types' retry policies (backoff)
-    return BatchEvents(JobLifecycle(JobStore(settings.table_name, retention_days=settings.retention_days), registry))
+    store = JobStore(settings.table_name, retention_days=settings.retention_days, route=Route.BATCH)  # the route fence
+    return BatchEvents(JobLifecycle(store, registry))
 
 
 @metrics.log_metrics

@@ -28,7 +28,8 @@ processor = BatchProcessor(event_type=EventType.SQS)
 @lru_cache(maxsize=1)
 def _wiring() -> BatchSubmitter:
     settings = BatchSettings.from_env()
-    store = JobStore(settings.table_name, retention_days=settings.retention_days)
+    # The route fence: only batch jobs can be reserved for (and so run by) AWS Batch.
+    store = JobStore(settings.table_name, retention_days=settings.retention_days, route=Route.BATCH)
     return BatchSubmitter(store, BatchTargets.from_settings(settings), queue=Queue(settings.queue_url(Route.BATCH)))
 
 

@@ -32,7 +32,8 @@ processor = BatchProcessor(event_type=EventType.SQS)
 def _worker() -> QueueWorker:
     settings = get_settings()
     registry = load_registry(settings.job_modules)
-    store = JobStore(settings.table_name, retention_days=settings.retention_days)
+    # The route fence: this worker's writes are conditional on the job being a lambda job.
+    store = JobStore(settings.table_name, retention_days=settings.retention_days, route=Route.LAMBDA)
     runner = Runner(JobLifecycle(store, registry), registry, RunnerConfig(owner="lambda"))
     return QueueWorker(runner, Queue(settings.queue_url(Route.LAMBDA)))
 

@@ -326,8 +326,9 @@ def _batch(args: argparse.Namespace) -> int:
         aws_env=local_aws_environment(endpoint_url, context.region),
         host=args.host, port=args.port, deliver=delivery, max_running=args.max_running,
         log_dir=paths.state_dir() / "logs" / "batch",
-        # The image's PYTHONPATH: batch/Dockerfile copies layers/core/jobbridge to /opt/jobbridge.
-        python_path=[str(template.base_dir / "layers" / "core")],
+        # The image's PYTHONPATH: batch/Dockerfile copies layers/core/jobbridge and
+        # agent/jobbridge_agent to /opt/jobbridge.
+        python_path=[str(template.base_dir / "layers" / "core"), str(template.base_dir / "agent")],
     )
     _on_signals(batch.shutdown)
     logger.info("local Batch on %s; events to %s", batch.endpoint_url, ", ".join(functions) or "nobody")

@@ -69,6 +69,9 @@ EXPECTED_STATUS = {
     "api_health": 200,
     "api_submit_invalid_target": 422,
     "api_no_claims": 401,
+    # Its caller is a session of the agent role of the stack named "jobbridge" (samconfig.toml's);
+    # each test stack has a name of its own, so as stored the caller is another stack's role.
+    "api_agent_claim": 403,
 }
 
 
@@ -147,6 +150,58 @@ def test_a_submit_without_claims_creates_nothing(call, module_stack, stack_store
     assert_problem(call(event), 401)
     page, _ = stack_store(module_stack).list_jobs("acme", limit=100)
     assert event["requestContext"]["requestId"] not in {j.correlation_id for j in page}
+
+
+# --- the agent routes: only sessions of this stack's agent role -------------------------------------------
+
+
+def agent_claim(stack, job_id: str, user_arn: str | None = None) -> dict[str, Any]:
+    """events/api_agent_claim.json for ``job_id``, signed (as API Gateway reports it) by a session of
+    ``stack``'s agent role, or by ``user_arn``."""
+    event = with_job_id(load_event("api_agent_claim"), job_id)
+    iam = event["requestContext"]["authorizer"]["iam"]
+    iam["userArn"] = user_arn or iam["userArn"].replace("/jobbridge-agent/", f"/{stack.name}-agent/")
+    return event
+
+
+@pytest.fixture
+def private_job(module_stack, stack_store) -> str:
+    from jobbridge.models import JobCreate
+    from jobbridge.registry import load_registry
+    from jobbridge.service import JobService
+
+    create = JobCreate(type="genome_align", params={"sample_id": "s-1", "duration_s": 0})
+    job = JobService(stack_store(module_stack), load_registry()).submit("acme", create).job
+    assert job.route is Route.PRIVATE
+    return job.job_id
+
+
+def test_a_session_of_the_agent_role_claims_a_private_job(call, module_stack, private_job) -> None:
+    answer = call(agent_claim(module_stack, private_job))
+
+    assert answer.status == 200, answer.text
+    assert answer.json()["job_id"] == private_job
+
+
+@pytest.mark.parametrize("who", [
+    "arn:aws:sts::123456789012:assumed-role/ci-deployer/build-42",  # another role of the account
+    "arn:aws:iam::123456789012:user/alice",  # an IAM user
+    "arn:aws:sts::210987654321:assumed-role/{stack}-agent/4f2a9c0d",  # the same name, another account
+    "arn:aws:sts::123456789012:assumed-role/{stack}-agent-x/4f2a9c0d",  # a name that starts like it
+    "arn:aws:sts::123456789012:federated-user/{stack}-agent",  # a federated user of that name
+    "arn:aws:iam::123456789012:role/{stack}-agent",  # the role's own ARN is never a caller
+    "not an arn",
+])
+def test_any_other_iam_caller_of_the_agent_routes_is_403_and_claims_nothing(call, module_stack, stack_store,
+                                                                            private_job, who) -> None:
+    # Any principal of the account allowed execute-api:Invoke passes API Gateway's IAM check; the
+    # app still refuses it unless it is a session of this stack's agent role.
+    answer = call(agent_claim(module_stack, private_job, who.format(stack=module_stack.name)))
+
+    body = assert_problem(answer, 403)
+    assert "agent role" in body["detail"]
+    job = stack_store(module_stack).get(private_job)
+    assert job.state.value == "QUEUED" and job.lease_owner is None
 
 
 # --- read, list, cancel -------------------------------------------------------------------------------------

@@ -372,6 +372,37 @@ def test_a_malformed_record_alone_is_reported_failed(template_stack) -> None:
     assert store.get(job.job_id).state is State.SUCCEEDED
 
 
+# --- the route fence --------------------------------------------------------------------------------------
+
+
+def test_a_private_job_delivered_to_the_lambda_worker_is_refused_and_stays_queued(template_stack, caplog,
+                                                                                 capsys) -> None:
+    # given a restricted genome_align job (private only) and two forged messages for it on the
+    # public-lambda queue: one naming its real route, one lying that it is a lambda job
+    stack = template_stack()
+    store = store_of(stack)
+    job = JobService(store, REGISTRY).submit("acme", JobCreate(type="genome_align",
+                                                               params={"sample_id": "s-1", "duration_s": 0})).job
+    assert job.route is Route.PRIVATE
+    sqs = stack.client("sqs")
+    for route in ("private", "lambda"):
+        body = {"job_id": job.job_id, "route": route, "attempt": 0, "timeout_s": 60}
+        sqs.send_message(QueueUrl=stack.queue_url(WORKER_QUEUE), MessageBody=json.dumps(body))
+
+    # when the Lambda worker receives them
+    with caplog.at_level("WARNING"):
+        poll_until(worker_poller(stack), lambda: messages_left(stack) == 0)
+
+    # then neither ran it: the job is QUEUED, untouched, and each refusal was logged and counted
+    current = store.get(job.job_id)
+    assert current.state is State.QUEUED and current.attempt == 0 and current.lease_owner is None
+    assert events_of(current) == ["submitted"]
+    refusals = [r for r in caplog.records if "route fence" in r.getMessage()]
+    assert len(refusals) == 2 and all(r.levelname == "WARNING" for r in refusals)
+    metrics = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert sum(sum(m.get("jobs_refused", [])) for m in metrics) == 2
+
+
 # --- support ---------------------------------------------------------------------------------------------
 
 

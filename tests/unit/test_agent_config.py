@@ -72,6 +72,11 @@ def test_region_from_the_api_host_or_fallback() -> None:
         ({"JOBBRIDGE_AGENT_AUTH": "password"}, "auth: Input should be 'token' or 'iam'"),
         ({"JOBBRIDGE_AGENT_AGENT_ID": "has space"}, "agent_id: use 1-128 of"),
         ({"JOBBRIDGE_AGENT_AUTH": "iam", "JOBBRIDGE_AGENT_API_URL": "http://127.0.0.1:8000"}, "api_url must be https"),
+        # The tunnel to the API is TLS whatever the proxy; TLS to the proxy itself is not offered, so a
+        # URL that promises it is refused rather than silently sent in the clear.
+        ({"JOBBRIDGE_AGENT_PROXY_URL": "https://proxy.corp.example:3128"}, "proxy_url: use http://[user:password@]host:port"),
+        ({"JOBBRIDGE_AGENT_PROXY_URL": "proxy.corp.example:3128"}, "proxy_url: use http://[user:password@]host:port"),
+        ({"JOBBRIDGE_AGENT_PROXY_URL": "http://proxy.corp.example:3128/path"}, "proxy_url: use http://[user:password@]host:port"),
     ],
 )
 def test_invalid_settings_are_one_line_errors(env: dict[str, str], expected: str) -> None:

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from jobbridge.config import Settings
 from jobbridge.errors import JobBridgeError
 from jobbridge.limits import PARAMS_MAX_BYTES
-from jobbridge.models import Route
+from jobbridge.models import JobError, Route
 from jobbridge.store import JobStore
 from jobbridge_api import deps
 from jobbridge_api.main import create_app
@@ -279,11 +279,44 @@ def test_a_server_owned_field_in_the_body_is_422_naming_it(client, auth, items, 
     assert items() == []
 
 
-def test_nan_in_params_is_refused(client, auth, items) -> None:
-    response = client.post("/jobs", content=b'{"type": "echo", "params": {"x": NaN}}',
-                           headers={**auth(), "Content-Type": "application/json"})
-    assert_problem(response, 422)
+NOT_JSON_NUMBERS = [b"NaN", b"-NaN", b"Infinity", b"-Infinity", b"1e999", b"-1e999", b"1E400", b"nan", b"inf",
+                    b"9" * 5000]
+
+
+@pytest.mark.parametrize("number", NOT_JSON_NUMBERS, ids=[n.decode()[:12] for n in NOT_JSON_NUMBERS])
+@pytest.mark.parametrize("where", ["params", "nested-params", "typed-params", "priority", "requirements"])
+def test_nan_infinity_and_huge_numbers_are_refused_wherever_they_are(client, auth, items, number: bytes,
+                                                                     where: str) -> None:
+    body = {
+        "params": b'{"type": "echo", "params": {"x": %s}}',
+        "nested-params": b'{"type": "echo", "params": {"a": [{"b": [1, %s]}]}}',
+        "typed-params": b'{"type": "sleep", "params": {"seconds": %s}}',
+        "priority": b'{"type": "echo", "priority": %s}',
+        "requirements": b'{"type": "echo", "requirements": {"memory_mb": %s}}',
+    }[where] % number
+    response = client.post("/jobs", content=body, headers={**auth(), "Content-Type": "application/json"})
+    assert response.status_code in (400, 422), response.text
+    assert_problem(response, response.status_code)
     assert items() == []
+
+
+@pytest.mark.parametrize("text", [r"\ud800", r"\udfff", r"x\udbff", r"\udc00\ud800"])
+@pytest.mark.parametrize("where", ["value", "key", "list"])
+def test_a_lone_surrogate_in_params_is_422_and_stores_nothing(client, auth, items, text: str, where: str) -> None:
+    # JSON's \u escapes can spell half of a UTF-16 pair, which is no Unicode text: stored, the job
+    # could never be shown again (every GET of it failed to encode its params: a 500).
+    params = {"value": '{"s": "%s"}', "key": '{"%s": 1}', "list": '{"a": ["ok", "%s"]}'}[where] % text
+    response = client.post("/jobs", content=('{"type": "echo", "params": %s}' % params).encode(),
+                           headers={**auth(), "Content-Type": "application/json"})
+    body = assert_problem(response, 422)
+    assert any(word in json.dumps(body["errors"]).lower() for word in ("surrogate", "unicode"))
+    assert items() == []
+
+
+def test_non_ascii_params_round_trip(client, auth) -> None:
+    params = {"ключ": "значение", "emoji": "\U0001F600", "rtl": "\u202eabc", "nul": "a\u0000b", "cjk": "漢字" * 100}
+    job_id = submit(client, auth(), type="echo", params=params).json()["job_id"]
+    assert client.get(f"/jobs/{job_id}", headers=auth()).json()["params"] == params
 
 
 def test_a_body_over_256_kib_is_413(client, auth, items) -> None:
@@ -343,6 +376,37 @@ def test_a_lone_surrogate_in_params_is_422_naming_params(client, auth, items) ->
     body = assert_problem(response, 422, "invalid-params")
     assert body["errors"][0]["loc"] == ["body", "params"]
     assert items() == []
+
+
+@pytest.mark.parametrize("char", ["ü", "漢", "\U0001F600"])
+def test_a_body_of_multibyte_text_just_under_the_limit_is_stored_and_readable(client, auth, char: str) -> None:
+    # params of UTF-8 text up to their share must fit DynamoDB's 400 KB item: stored \\u-escaped they
+    # grew up to 3x (a 500)
+    text = char * ((PARAMS_MAX_BYTES - 100) // len(char.encode()))
+    response = submit(client, auth(), type="echo", params={"blob": text})
+    assert response.status_code == 202, response.text[:300]
+    job = client.get(response.json()["location"], headers=auth())
+    assert job.status_code == 200 and job.json()["params"] == {"blob": text}
+
+
+@pytest.mark.parametrize("depth", [65, 255, 300, 900])
+@pytest.mark.parametrize("opener, closer", [("[", "]"), ('{"a": ', "}")], ids=["lists", "objects"])
+def test_params_nested_past_the_limit_are_422_naming_the_limit(client, auth, items, depth, opener, closer) -> None:
+    # Between the JSON parser's recursion limit and pydantic's serialization depth (255) such params
+    # were accepted and then failed to serialize: a 500.
+    content = ('{"type": "echo", "params": {"a": ' + opener * depth + "1" + closer * depth + "}}").encode()
+    response = client.post("/jobs", content=content, headers={**auth(), "Content-Type": "application/json"})
+    body = assert_problem(response, 422)
+    assert "64 levels" in json.dumps(body["errors"])
+    assert items() == []
+
+
+def test_params_nested_to_the_limit_are_accepted(client, auth) -> None:
+    params = {"a": 1}
+    for _ in range(63):
+        params = {"a": params}
+    response = submit(client, auth(), type="echo", params=params)
+    assert response.status_code == 202, response.text[:300]
 
 
 def test_malformed_json_is_400(client, auth, items) -> None:
@@ -429,6 +493,12 @@ BAD_CREDENTIALS: dict[str, Callable[[Callable[..., str], Path], dict[str, str]]]
     "no-tenant": lambda mk, pub: {"Authorization": "Bearer " + mk(None)},
     "bad-tenant": lambda mk, pub: {"Authorization": "Bearer " + mk("../globex")},
     "tenant-not-a-string": lambda mk, pub: {"Authorization": "Bearer " + mk(["acme"])},
+    "tenant-empty": lambda mk, pub: {"Authorization": "Bearer " + mk("")},
+    "tenant-trailing-newline": lambda mk, pub: {"Authorization": "Bearer " + mk("acme\n")},
+    "tenant-space": lambda mk, pub: {"Authorization": "Bearer " + mk("acme corp")},
+    "tenant-non-ascii": lambda mk, pub: {"Authorization": "Bearer " + mk("acmé")},
+    "tenant-too-long": lambda mk, pub: {"Authorization": "Bearer " + mk("a" * 129)},
+    "tenant-a-number": lambda mk, pub: {"Authorization": "Bearer " + mk(42)},
 }
 
 
@@ -509,6 +579,29 @@ def test_get_shows_the_job_without_internal_fields(client, auth) -> None:
     assert job["job_id"] == job_id
     assert job["params"] == {"a": [1, 2.5, "ü"]}
     assert {"tenant", "lease_owner", "request_hash", "expires_at"}.isdisjoint(job)
+
+
+@pytest.mark.parametrize("owner, kind", [("agent:AROAEXAMPLEAGENTROLE1:4f2a9c0d11e7b3a5", "agent"),
+                                         ("batch:8f1c2d3e-0000-4000-8000-123456789abc", "batch"),
+                                         ("lambda", "lambda")])
+def test_the_tenant_sees_the_kind_of_worker_never_its_identity(client, auth, store, owner: str, kind: str) -> None:
+    # given a job whose lease was taken by a worker and then lapsed (the sweeper's error names it)
+    job_id = submit(client, auth(), type="echo").json()["job_id"]
+    store.claim(job_id, owner, -1)  # a lease that has already lapsed
+    lapsed = JobError(type="LeaseExpired", retryable=True,
+                      message=f"no heartbeat from {owner} since the lease lapsed at 2026-01-01T00:00:00Z (attempt 1 of 3)")
+    store.expire_lease(job_id, 1, lapsed, None)
+
+    # when its tenant reads it
+    response = client.get(f"/jobs/{job_id}", headers=auth())
+
+    # then the history and the error say what kind of worker it was, and nothing of who
+    job = response.json()
+    assert owner == kind or owner not in response.text
+    assert "AROA" not in response.text
+    claimed = [entry for entry in job["history"] if entry["event"] == "claimed"]
+    assert [entry["detail"] for entry in claimed] == [kind]
+    assert job["error"]["message"].startswith(f"no heartbeat from {kind} since")
 
 
 @pytest.mark.parametrize("action", ["get", "cancel"])

@@ -9,6 +9,9 @@ leads to (retry, FAILED, nothing), and that a duplicate event changes nothing.
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 import uuid
 from typing import Any, Callable
 
@@ -414,6 +417,35 @@ def test_the_entrypoint_drops_a_job_another_attempt_owns_and_still_exits_0(store
     assert store.get(job.job_id).lease_owner == "batch:another"
 
 
+def test_the_entrypoint_refuses_a_private_job_and_leaves_it_queued(store, batch_job) -> None:
+    # given a restricted private job, and a container environment naming it (a forged SubmitJob)
+    job = batch_job(type="genome_align", params={"sample_id": "s-1", "duration_s": 0}, route=Route.PRIVATE,
+                    requirements=Requirements())
+    settings = ContainerSettings(table_name=store.table_name, job_id=job.job_id, expected_attempt=0)
+
+    # when the container runs
+    result = run(settings, "batch-job-7", store=store)
+
+    # then the route fence refused the claim: nothing ran, the job waits for an agent
+    assert result.outcome is Outcome.REFUSED and exit_code(result) == EXIT_SETTLED
+    current = store.get(job.job_id)
+    assert (current.state, current.attempt, current.lease_owner) == (State.QUEUED, 0, None)
+
+
+def test_a_submitter_fenced_to_batch_refuses_a_private_jobs_message(store, batch, batch_job) -> None:
+    # given the submitter as batch_submit's handler wires it (its store fenced to the batch route)
+    submitter = BatchSubmitter(store.for_route(Route.BATCH), TARGETS, batch=batch, queue=FakeQueue())
+    job = batch_job(type="genome_align", params={"sample_id": "s-1"}, route=Route.PRIVATE)
+
+    # when a message for the private job reaches it
+    result = submitter.submit(JobMessage(job_id=job.job_id, route=Route.BATCH, attempt=0))
+
+    # then no Batch job is started and the record carries no reservation
+    assert result.outcome is SubmitOutcome.REFUSED
+    assert batch.submits == 0
+    assert store.get(job.job_id).state is State.QUEUED
+
+
 def test_the_entrypoint_refuses_an_environment_that_names_no_job() -> None:
     assert main({"AWS_BATCH_JOB_ID": "b-1"}) == EXIT_USAGE
     assert main({"JOBBRIDGE_JOB_ID": "job_x", "JOBBRIDGE_EXPECTED_ATTEMPT": "0"}) == EXIT_USAGE
@@ -620,3 +652,27 @@ def test_the_container_lifecycle_claims_with_takeover(store, batch_job) -> None:
     again = lifecycle.claim(job.job_id, "batch:b-1", 60, 0)
 
     assert again.attempt == 2
+
+
+def test_sealing_removes_every_credential_variable_and_nothing_else() -> None:
+    from jobbridge import sandbox
+
+    env = {name: "x" for name in sandbox.CREDENTIAL_VARIABLES}
+    env.update({"AWS_DEFAULT_REGION": "eu-west-1", "AWS_ENDPOINT_URL": "http://127.0.0.1:4566", "PATH": "/bin",
+                "JOBBRIDGE_JOB_ID": "job_1"})
+
+    removed = sandbox.seal_credentials(env)
+
+    assert sorted(removed) == sorted(sandbox.CREDENTIAL_VARIABLES)
+    assert env == {"AWS_DEFAULT_REGION": "eu-west-1", "AWS_ENDPOINT_URL": "http://127.0.0.1:4566", "PATH": "/bin",
+                   "JOBBRIDGE_JOB_ID": "job_1"}
+
+
+def test_forbid_inspection_makes_the_process_non_dumpable() -> None:
+    # In a process of its own: the test runner must stay dumpable.
+    probe = ("import ctypes, ctypes.util; from jobbridge import sandbox; assert sandbox.forbid_inspection(); "
+             "libc = ctypes.CDLL(ctypes.util.find_library('c'), use_errno=True); print(libc.prctl(3, 0, 0, 0, 0))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0"  # PR_GET_DUMPABLE: 0, /proc/<pid>/* readable by root only

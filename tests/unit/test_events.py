@@ -22,7 +22,7 @@ STREAM_ARN = re.compile(r"^arn:aws:dynamodb:[a-z0-9-]+:\d{12}:table/[\w.-]+/stre
 
 def test_there_is_one_api_event_per_route_and_case() -> None:
     assert API_EVENTS == sorted([
-        "api_cancel_job", "api_get_job", "api_health", "api_job_types", "api_list_jobs", "api_no_claims",
+        "api_agent_claim", "api_cancel_job", "api_get_job", "api_health", "api_job_types", "api_list_jobs", "api_no_claims",
         "api_submit_idempotent", "api_submit_invalid_target", "api_submit_job", "api_submit_transcode_8k",
     ])
 
@@ -33,10 +33,13 @@ def test_api_events_are_http_api_payload_v2(name: str) -> None:
     parsed = APIGatewayProxyEventV2Model.model_validate(event)
 
     assert event["version"] == "2.0"
-    assert event["routeKey"] == event["requestContext"]["routeKey"] == "ANY /{proxy+}"
+    # template.yaml's routes: ANY /{proxy+} (JWT), POST /agent/{proxy+} (IAM)
+    prefix = "/agent/" if name.startswith("api_agent") else "/"
+    route_key = "POST /agent/{proxy+}" if name.startswith("api_agent") else "ANY /{proxy+}"
+    assert event["routeKey"] == event["requestContext"]["routeKey"] == route_key
     assert event["requestContext"]["stage"] == "$default"
     assert parsed.rawPath == parsed.requestContext.http.path
-    assert event["pathParameters"] == {"proxy": event["rawPath"].lstrip("/")}
+    assert event["pathParameters"] == {"proxy": event["rawPath"].removeprefix(prefix)}
     assert all(header == header.lower() for header in event["headers"])
     assert event["isBase64Encoded"] is False
     assert dict(parse_qsl(event["rawQueryString"])) == (event.get("queryStringParameters") or {})
@@ -48,13 +51,26 @@ def test_api_events_are_http_api_payload_v2(name: str) -> None:
             JobCreate.model_validate_json(event["body"])
 
 
-@pytest.mark.parametrize("name", [n for n in API_EVENTS if n != "api_no_claims"])
+@pytest.mark.parametrize("name", [n for n in API_EVENTS if n != "api_no_claims" and not n.startswith("api_agent")])
 def test_api_events_carry_jwt_authorizer_claims(name: str) -> None:
     event = load_event(name)
     authorizer = event["requestContext"]["authorizer"]
     assert authorizer["jwt"]["scopes"] is None
     assert {"sub", "tenant", "iss", "aud", "exp", "iat"} <= set(authorizer["jwt"]["claims"])
     assert event["headers"]["authorization"].startswith("Bearer ")
+
+
+def test_the_agent_event_carries_the_iam_authorizer_of_a_role_session() -> None:
+    # HTTP API IAM authorization (payload 2.0): requestContext.authorizer.iam, no jwt block
+    # https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-develop-integrations-lambda.html
+    event = load_event("api_agent_claim")
+    authorizer = event["requestContext"]["authorizer"]
+    assert set(authorizer) == {"iam"}
+    iam = authorizer["iam"]
+    assert {"accessKey", "accountId", "callerId", "principalOrgId", "userArn", "userId"} <= set(iam)
+    assert iam["userArn"].startswith(f"arn:aws:sts::{iam['accountId']}:assumed-role/jobbridge-agent/")
+    assert iam["userId"].split(":")[1] == iam["userArn"].rsplit("/", 1)[1]  # ROLEID:SESSION
+    assert event["headers"]["authorization"].startswith("AWS4-HMAC-SHA256 ")
 
 
 def test_the_no_claims_event_has_no_authorizer_and_no_token() -> None:

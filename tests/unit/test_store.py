@@ -578,3 +578,86 @@ def test_a_history_past_its_cap_by_several_entries_is_trimmed_to_the_first_and_t
     events = history_events(running)
     assert events == ["e0"] + [f"e{n}" for n in range(7, HISTORY_KEEP_NEWEST + 6)] + ["claimed"]
     assert running.history_dropped == 6
+
+
+# --- the route fence: a store scoped to a route touches only that route's jobs ----------------------
+
+
+def test_a_store_scoped_to_a_public_route_cannot_claim_a_private_job(store: JobStore, make_job, raw_item) -> None:
+    from jobbridge.errors import RouteMismatch
+    from jobbridge.models import Route
+
+    # given a private job, QUEUED
+    job, _ = store.create(make_job(route=Route.PRIVATE))
+    lambda_store = store.for_route(Route.LAMBDA)
+
+    # when the Lambda worker's store claims it (with the right attempt)
+    with pytest.raises(RouteMismatch) as refused:
+        lambda_store.claim(job.job_id, "lambda", LEASE_S, expected_attempt=0)
+
+    # then it is refused by the write's condition, naming both routes, and the job is untouched
+    assert refused.value.route == "lambda" and refused.value.job_route == "private"
+    assert raw_item(job.job_id)["state"] == {"S": "QUEUED"}
+    assert history_events(store.get(job.job_id)) == ["submitted"]
+
+
+def test_every_transition_of_a_scoped_store_is_conditional_on_its_route(store: JobStore, make_job,
+                                                                       ddb, call_log) -> None:
+    from jobbridge.errors import RouteMismatch
+    from jobbridge.models import Route
+
+    # given a private job claimed by an agent (through an unscoped store)
+    job, _ = store.create(make_job(route=Route.PRIVATE))
+    running = store.claim(job.job_id, "agent:a1", LEASE_S, expected_attempt=0)
+    lambda_store = store.for_route(Route.LAMBDA)
+    call_log.watch(ddb)
+
+    # when a public worker that learnt the attempt tries every write of a lease holder
+    writes = [
+        lambda: lambda_store.heartbeat(job.job_id, running.attempt, "lambda", LEASE_S),
+        lambda: lambda_store.complete(job.job_id, running.attempt, {"forged": True}),
+        lambda: lambda_store.fail(job.job_id, running.attempt, BOOM, None),
+        lambda: lambda_store.acknowledge_cancel(job.job_id, running.attempt),
+    ]
+    for write in writes:
+        with pytest.raises(RouteMismatch):
+            write()
+
+    # then each was one conditional UpdateItem carrying the route, and the job is still the agent's
+    updates = call_log.params("UpdateItem")
+    assert len(updates) == len(writes)
+    assert all("#route = :route" in u["ConditionExpression"] for u in updates)
+    current = store.get(job.job_id)
+    assert current.state is State.RUNNING and current.lease_owner == "agent:a1" and current.result is None
+
+
+def test_a_scoped_store_serves_its_own_route_as_before(store: JobStore, make_job) -> None:
+    from jobbridge.models import Route
+
+    job, _ = store.create(make_job(route=Route.LAMBDA))
+    lambda_store = store.for_route(Route.LAMBDA)
+
+    running = lambda_store.claim(job.job_id, "lambda", LEASE_S, expected_attempt=0)
+    done = lambda_store.complete(job.job_id, running.attempt, {"ok": True})
+
+    assert done.state is State.SUCCEEDED
+
+
+def test_a_result_that_is_not_unicode_text_fails_the_job_instead_of_breaking_its_reads(store: JobStore,
+                                                                                       make_job) -> None:
+    from jobbridge.lifecycle import JobLifecycle
+    from jobbridge.models import JobPublic
+    from jobbridge.registry import load_registry
+
+    # given a running job whose function returns a string with a lone surrogate (e.g. bytes decoded
+    # with errors="surrogateescape", or a \ud800 escape an agent relayed)
+    job, _ = store.create(make_job())
+    running = store.claim(job.job_id, "lambda", LEASE_S)
+
+    # when the runner reports it
+    settled = JobLifecycle(store, load_registry()).complete(job.job_id, running.attempt, {"text": "ok \udc80"})
+
+    # then the attempt failed, saying why, and the job can still be shown
+    assert settled.state is State.FAILED and settled.result is None
+    assert settled.error is not None and settled.error.type == "ResultNotJSON" and "surrogate" in settled.error.message
+    JobPublic.of(store.get(job.job_id)).model_dump_json().encode("utf-8")

@@ -1,7 +1,8 @@
 """template.yaml's IAM, read as CloudFormation will: every Allow names its resources and its
 actions (no ``"*"`` resource but the documented unavoidable ones, no wildcard action), trust
-policies name who may assume a role, and only the agents' role can consume the private queue (its
-QueuePolicy denies everyone else, and no other role is granted it).
+policies name who may assume a role, and each route queue is consumed by its route's consumer only
+and sent to by the bridge and the sweeper only (its QueuePolicy denies everyone else, and no other
+role is granted it): a public worker cannot receive a private job's message, nor anyone plant one.
 
 checkov (``make check-security``) checks the template against its own rule set; this test holds the
 rules that are this project's."""
@@ -133,32 +134,69 @@ def test_managed_policies_are_the_documented_ones():
             assert (lid, name) in ALLOWED_MANAGED_POLICIES, f"{lid}: managed policy {name} is not documented here"
 
 
-# --- the private queue: the agents' and nobody else's --------------------------------------------------
+# --- the route queues: each one's consumer and nobody else's ----------------------------------------------
+
+# queue -> (its QueuePolicy, the one role that consumes it). Only the bridge and the sweeper send.
+ROUTE_QUEUES = {
+    "PublicLambdaQueue": ("PublicLambdaQueuePolicy", "WorkerFunctionRole"),
+    "PublicBatchQueue": ("PublicBatchQueuePolicy", "BatchSubmitFunctionRole"),
+    "PrivateQueue": ("PrivateQueuePolicy", "AgentRole"),
+}
+SENDERS = ["BridgeFunctionRole", "SweeperFunctionRole"]
+SEND = {"sqs:SendMessage", "sqs:SendMessageBatch"}
 
 
-def test_only_the_agent_role_is_granted_to_consume_the_private_queue():
+def identity_grants(actions: set[str], queue: str) -> set[str]:
+    """The roles whose identity policies allow one of ``actions`` on ``queue``."""
     granted = set()
     for lid, where, st in statements():
         if where != "identity" or st.get("Effect") != "Allow":
             continue
-        if CONSUME & set(as_list(st.get("Action"))) and any(refers_to(r, "PrivateQueue") for r in as_list(st["Resource"])):
+        if actions & set(as_list(st.get("Action"))) and any(refers_to(r, queue) for r in as_list(st["Resource"])):
             granted.add(lid)
-    assert granted == {"AgentRole"}
+    return granted
 
 
-def test_the_private_queue_policy_denies_consuming_to_everyone_but_the_agent_role():
-    policy = resources()["PrivateQueuePolicy"]["Properties"]
-    assert [q for q in policy["Queues"] if refers_to(q, "PrivateQueue")], "PrivateQueuePolicy is not on PrivateQueue"
-    denies = [st for st in as_list(policy["PolicyDocument"]["Statement"]) if st["Effect"] == "Deny"]
-    consume = [st for st in denies if {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"}
-               <= set(as_list(st["Action"]))]
-    assert len(consume) == 1, denies
-    deny = consume[0]
+def queue_policy_denies(queue: str) -> list[dict[str, Any]]:
+    policy_id, _ = ROUTE_QUEUES[queue]
+    assert policy_id in resources(), f"{queue} has no QueuePolicy {policy_id}"
+    policy = resources()[policy_id]["Properties"]
+    assert [q for q in policy["Queues"] if refers_to(q, queue)], f"{policy_id} is not on {queue}"
+    found = as_list(policy["PolicyDocument"]["Statement"])
+    # Nothing in the policy allows anyone anything.
+    assert all(st["Effect"] == "Deny" for st in found), found
+    return found
+
+
+def exempt_roles(deny: dict[str, Any]) -> list[str]:
     assert deny["Principal"] == "*"
-    exempt = deny["Condition"]["StringNotEquals"]["aws:PrincipalArn"]
-    assert as_list(exempt) == [{"Fn::GetAtt": ["AgentRole", "Arn"]}], exempt
-    # And nothing in the policy allows anyone anything.
-    assert all(st["Effect"] == "Deny" for st in as_list(policy["PolicyDocument"]["Statement"]))
+    return [arn["Fn::GetAtt"][0] for arn in as_list(deny["Condition"]["StringNotEquals"]["aws:PrincipalArn"])]
+
+
+@pytest.mark.parametrize("queue", sorted(ROUTE_QUEUES))
+def test_only_the_routes_consumer_is_granted_to_consume_its_queue(queue):
+    assert identity_grants(CONSUME, queue) == {ROUTE_QUEUES[queue][1]}
+
+
+@pytest.mark.parametrize("queue", sorted(ROUTE_QUEUES))
+def test_only_the_bridge_and_the_sweeper_are_granted_to_send_to_a_route_queue(queue):
+    assert identity_grants(SEND, queue) == set(SENDERS)
+
+
+@pytest.mark.parametrize("queue", sorted(ROUTE_QUEUES))
+def test_the_queue_policy_denies_consuming_to_everyone_but_the_routes_consumer(queue):
+    consume = [st for st in queue_policy_denies(queue)
+               if {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"} <= set(as_list(st["Action"]))]
+    assert len(consume) == 1, consume
+    assert exempt_roles(consume[0]) == [ROUTE_QUEUES[queue][1]]
+
+
+@pytest.mark.parametrize("queue", sorted(ROUTE_QUEUES))
+def test_the_queue_policy_denies_sending_to_everyone_but_the_bridge_and_the_sweeper(queue):
+    # sqs:SendMessage also governs SendMessageBatch (SQS authorizes the batch as its single action)
+    send = [st for st in queue_policy_denies(queue) if "sqs:SendMessage" in as_list(st["Action"])]
+    assert len(send) == 1, send
+    assert sorted(exempt_roles(send[0])) == SENDERS
 
 
 def test_the_agent_role_holds_nothing_but_the_private_queue_and_the_agent_routes():
@@ -187,7 +225,7 @@ def test_the_checks_see_a_broken_role(monkeypatch, role):
     with pytest.raises(AssertionError):
         test_no_statement_grants_a_wildcard_action()
     with pytest.raises(AssertionError):
-        test_only_the_agent_role_is_granted_to_consume_the_private_queue()
+        test_only_the_routes_consumer_is_granted_to_consume_its_queue("PrivateQueue")
 
 
 # --- checkov's suppressions: each one explained, and each claim they make true -----------------------
@@ -213,3 +251,71 @@ def test_what_the_encryption_suppressions_claim_holds():
         if "CKV_AWS_115" in ids and "ScalingConfig.MaximumConcurrency" in json.dumps(res["Metadata"]):
             events = json.dumps(props.get("Events"))
             assert "MaximumConcurrency" in events, f"{lid} claims a MaximumConcurrency"
+
+
+# --- the agent routes: the API knows the agent role --------------------------------------------------------
+
+
+def test_the_api_is_told_the_agent_roles_arn_and_it_is_the_agent_roles_name():
+    # The app accepts on /agent/* only sessions of JOBBRIDGE_AGENT_ROLE_ARN (functions/api auth.py):
+    # it must name AgentRole exactly, or no agent (or the wrong role) would get through.
+    role_name = resources()["AgentRole"]["Properties"]["RoleName"]
+    assert role_name == {"Fn::Sub": "${AWS::StackName}-agent"}
+    env = resources()["ApiFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["JOBBRIDGE_AGENT_ROLE_ARN"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/${AWS::StackName}-agent"}
+
+
+# --- GPU hosts: containers cannot reach the instance role -------------------------------------------------
+
+
+def test_gpu_hosts_require_imdsv2_with_a_hop_limit_of_one():
+    # Batch's GPU jobs run in containers on EC2 hosts whose instance role registers them with ECS.
+    # IMDSv2 (a token first) with a response hop limit of 1: the token's PUT answer dies at the
+    # container's extra network hop, so job code cannot fetch the instance role's credentials.
+    # https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/configuring-IMDS-new-instances.html
+    env = resources()["GpuComputeEnvironment"]["Properties"]["ComputeResources"]
+    template_ref = env["LaunchTemplate"]
+    (lid,) = {v["Ref"] for v in template_ref.values() if isinstance(v, dict) and "Ref" in v}
+    assert template_ref.get("Version") == {"Fn::GetAtt": [lid, "LatestVersionNumber"]}
+    launch_template = resources()[lid]
+    assert launch_template["Type"] == "AWS::EC2::LaunchTemplate"
+    options = launch_template["Properties"]["LaunchTemplateData"]["MetadataOptions"]
+    assert options["HttpTokens"] == "required"
+    assert options["HttpPutResponseHopLimit"] == 1
+    assert options.get("HttpEndpoint", "enabled") == "enabled"  # the ECS agent on the host needs it
+
+
+def test_every_launch_template_requires_imdsv2():
+    for lid, res in resources().items():
+        if res["Type"] == "AWS::EC2::LaunchTemplate":
+            options = res["Properties"]["LaunchTemplateData"].get("MetadataOptions") or {}
+            assert options.get("HttpTokens") == "required", lid
+            assert options.get("HttpPutResponseHopLimit") == 1, lid
+
+
+# --- job code's credentials: ids are the capability -------------------------------------------------------
+
+# The roles whose runtime also runs job code (the job types' functions, in-thread): the Lambda worker
+# and the Batch container. What job code could do with them is what these roles allow.
+JOB_CODE_ROLES = ("WorkerFunctionRole", "BatchJobRole")
+
+
+@pytest.mark.parametrize("role", JOB_CODE_ROLES)
+def test_job_code_credentials_reach_a_job_only_by_its_id(role):
+    # GetItem/UpdateItem on the table itself: a job is reached only by its id (80 random bits), never
+    # found. No Query/Scan/BatchGetItem/PartiQL, no index, no stream: nothing enumerates other
+    # tenants' jobs. docs/SECURITY.md ("Job code") says why this is the boundary and what remains.
+    table_actions = set()
+    for lid, where, st in statements():
+        if lid != role or where != "identity" or st.get("Effect") != "Allow":
+            continue
+        actions = set(as_list(st["Action"]))
+        dynamodb = {a for a in actions if a.startswith("dynamodb:")}
+        if dynamodb:
+            assert as_list(st["Resource"]) == [{"Fn::GetAtt": ["JobsTable", "Arn"]}], st
+            table_actions |= dynamodb
+        assert not any(refers_to(r, q) for r in as_list(st["Resource"])
+                       for q in ("PrivateQueue", "PrivateDLQ", "PublicBatchQueue" if role == "WorkerFunctionRole"
+                                 else "PublicLambdaQueue")), st
+    assert table_actions == {"dynamodb:GetItem", "dynamodb:UpdateItem"}

@@ -19,7 +19,14 @@ from fastapi import HTTPException, Request
 
 from jobbridge.config import Settings
 
-_TENANT_RE = re.compile(r"^[A-Za-z0-9_.@:-]{1,128}$")
+# A tenant id (and a local agent id): 1-128 of A-Z a-z 0-9 _ . @ : -, the whole claim (fullmatch: a
+# "$" would let a trailing newline through). Anything else is refused, never cleaned up.
+_TENANT_RE = re.compile(r"[A-Za-z0-9_.@:-]{1,128}")
+# arn:PARTITION:iam::ACCOUNT:role/[PATH/]NAME, and the ARN of a session of such a role as STS and API
+# Gateway report it: arn:PARTITION:sts::ACCOUNT:assumed-role/NAME/SESSION (the role's path is not
+# in it). https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_identifiers.html#identifiers-arns
+_ROLE_ARN_RE = re.compile(r"^arn:(aws[a-z-]*):iam::(\d{12}):role/(?:[^/]+/)*([\w+=,.@-]{1,64})$")
+_SESSION_ARN_RE = re.compile(r"^arn:(aws[a-z-]*):sts::(\d{12}):assumed-role/([\w+=,.@-]{1,64})/([\w+=,.@-]{2,64})$")
 _BEARER = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 
 
@@ -40,6 +47,10 @@ class AgentPrincipal:
 
 def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(status_code=401, detail=detail, headers=_BEARER)
+
+
+def _forbidden(detail: str) -> HTTPException:
+    return HTTPException(status_code=403, detail=detail)
 
 
 @lru_cache(maxsize=4)
@@ -84,7 +95,7 @@ def authenticate(request: Request, settings: Settings) -> Principal:
     if settings.auth_mode == "verify" and settings.agent_audience in _audiences(claims):
         raise _unauthorized("an agent credential cannot call the tenant routes")
     tenant = claims.get(settings.tenant_claim)
-    if not isinstance(tenant, str) or not _TENANT_RE.match(tenant):
+    if not isinstance(tenant, str) or not _TENANT_RE.fullmatch(tenant):
         raise _unauthorized(f"the token has no valid {settings.tenant_claim!r} claim")
     return Principal(tenant=tenant, subject=claims.get("sub"), claims=claims)
 
@@ -100,13 +111,25 @@ def _gateway_iam_identity(request: Request) -> dict[str, Any]:
     return iam
 
 
+def is_session_of_role(user_arn: str, role_arn: str) -> bool:
+    """Whether ``user_arn`` (the caller API Gateway verified) is a session of the role ``role_arn``:
+    same partition, same account, same role name. An IAM user, another role, a federated user or
+    the role of the same name in another account is not."""
+    session, role = _SESSION_ARN_RE.match(user_arn), _ROLE_ARN_RE.match(role_arn)
+    return bool(session and role and session.group(1, 2, 3) == role.group(1, 2, 3))
+
+
 def authenticate_agent(request: Request, settings: Settings) -> AgentPrincipal:
     if settings.auth_mode == "gateway":
         iam = _gateway_iam_identity(request)
+        # API Gateway let through ANY principal whose IAM policies allow execute-api:Invoke on the
+        # route (an administrator's, a CI role's): only the agent role's sessions are agents.
+        if not settings.agent_role_arn or not is_session_of_role(str(iam["userArn"]), settings.agent_role_arn):
+            raise _forbidden("the agent routes accept only sessions of the agent role")
         return AgentPrincipal(agent_id=str(iam.get("userId") or iam["userArn"]), identity=iam)
     claims = _verified_claims(request, settings, audience=settings.agent_audience)
     agent_id = claims.get("agent_id") or claims.get("sub")
-    if not isinstance(agent_id, str) or not _TENANT_RE.match(agent_id):
+    if not isinstance(agent_id, str) or not _TENANT_RE.fullmatch(agent_id):
         raise _unauthorized("the agent token has no valid agent_id")
     return AgentPrincipal(agent_id=agent_id, identity=claims)
 

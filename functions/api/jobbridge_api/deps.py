@@ -74,10 +74,13 @@ async def agent_dep(request: Request, settings: Annotated[Settings, Depends(sett
     return authenticate_agent(request, settings)
 
 
-async def lifecycle_dep(store: Annotated[JobStore, Depends(store_dep)], registry: Annotated[Registry, Depends(registry_dep)]):
+async def agent_lifecycle_dep(store: Annotated[JobStore, Depends(store_dep)],
+                              registry: Annotated[Registry, Depends(registry_dep)]):
+    """The agents' lifecycle: its writes are fenced to private jobs (JobStore's route fence)."""
     from jobbridge.lifecycle import JobLifecycle
+    from jobbridge.models import Route
 
-    return JobLifecycle(store, registry)
+    return JobLifecycle(store.for_route(Route.PRIVATE), registry)
 
 
 SettingsDep = Annotated[Settings, Depends(settings_dep)]

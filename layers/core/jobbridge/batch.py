@@ -48,7 +48,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from . import aws
 from .config import Settings
-from .errors import DependencyUnavailable, InvalidTransition, JobAlreadyFinal, JobBridgeError, JobNotFound, StaleAttempt
+from .errors import (
+    DependencyUnavailable,
+    InvalidTransition,
+    JobAlreadyFinal,
+    JobBridgeError,
+    JobNotFound,
+    RouteMismatch,
+    StaleAttempt,
+)
 from .ids import parse_iso
 from .lifecycle import JobLifecycle
 from .messages import JobMessage
@@ -242,6 +250,7 @@ class SubmitOutcome(str, Enum):
     RECOVERED = "recovered"  # a crashed submitter's Batch job was found by name and recorded
     DUPLICATE = "duplicate"  # this attempt already has its Batch job
     DROPPED = "dropped"  # the job is not waiting for this attempt (claimed, final, moved on, unknown)
+    REFUSED = "refused"  # the job is not a batch job (the route fence): no Batch job may run it
 
 
 @dataclass(frozen=True)
@@ -275,6 +284,10 @@ class BatchSubmitter:
             reservation = self.store.reserve_batch_submission(message.job_id, message.attempt, name, token)
         except BatchSubmissionReserved as exc:
             return self._already_reserved(message, exc.reservation, token, receipt_handle)
+        except RouteMismatch as exc:
+            log.warning("reservation refused by the route fence; message dropped",
+                        extra={"job_id": message.job_id, "reason": str(exc), "job_route": exc.job_route})
+            return SubmitResult(SubmitOutcome.REFUSED, message.job_id, batch_job_name=name, detail=str(exc))
         except (JobNotFound, StaleAttempt, JobAlreadyFinal, InvalidTransition) as exc:
             log.info("not waiting for this attempt; message dropped", extra={"job_id": message.job_id, "reason": str(exc)})
             return SubmitResult(SubmitOutcome.DROPPED, message.job_id, batch_job_name=name, detail=str(exc))

@@ -32,6 +32,9 @@ class Settings(BaseModel):
     # Agents authenticate apart from tenants: in AWS with IAM (SigV4) on the /agent routes; in
     # verify mode with a token for this audience, which the tenant routes refuse (and vice versa).
     agent_audience: str = "jobbridge-agent"
+    # Gateway mode: the IAM role whose sessions alone may call the /agent routes
+    # (arn:aws:iam::ACCOUNT:role/NAME). Unset there, every agent call is refused (fails closed).
+    agent_role_arn: str | None = None
     agent_lease_max_s: int = Field(default=900, ge=10, le=43_200)
     job_modules: tuple[str, ...] = ()
     retention_days: int = Field(default=30, ge=1, le=3650)

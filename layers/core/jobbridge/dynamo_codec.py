@@ -52,9 +52,29 @@ def from_attr(attr: dict[str, Any]) -> Any:
     raise TypeError(f"unexpected DynamoDB type {kind}")
 
 
+def is_unicode_text(value: Any) -> bool:
+    """False if a string (value or key) anywhere in ``value`` cannot be encoded as UTF-8: a lone
+    UTF-16 surrogate, which JSON's \\u escapes and ``errors="surrogateescape"`` can both produce.
+    dump_json would store it escaped, and every later read that encodes it would fail."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(is_unicode_text(k) and is_unicode_text(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(is_unicode_text(v) for v in value)
+    return True
+
+
 def dump_json(value: Any) -> str:
-    """Compact JSON text, non-ASCII kept as it is. ``allow_nan=False``: NaN/Infinity are not JSON;
-    refuse them at the door rather than store them."""
+    """Compact JSON text.
+
+    allow_nan=False: NaN/Infinity are not JSON; refuse them at the door rather than store them.
+    ensure_ascii=False: stored as UTF-8 text, its size is the body's. Escaped, non-ASCII text grew
+    up to 3x ("ü" -> "\\u00fc"), and a 256 KiB body passed DynamoDB's 400 KB item limit (a 500)."""
     return json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
 
 

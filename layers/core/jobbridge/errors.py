@@ -37,6 +37,16 @@ class StaleAttempt(InvalidTransition):
     """A worker wrote for an attempt that is no longer the job's current one (fenced out)."""
 
 
+class RouteMismatch(InvalidTransition):
+    """The job is not of the route this caller serves (a public worker and a private job): the
+    write's condition on ``route`` refused it. A security event, not a race: logged and counted."""
+
+    def __init__(self, job_id: str, action: str, state: str | None, route: str, job_route: str | None) -> None:
+        super().__init__(job_id, action, state, f"the job's route is {job_route}; this worker serves {route}")
+        self.route = route
+        self.job_route = job_route
+
+
 class IdempotencyConflict(JobBridgeError):
     """The Idempotency-Key was used before with a different request body."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from typing import Any, Callable
 
+from .dynamo_codec import is_unicode_text
 from .errors import ItemTooLarge, TooLarge, UnknownJobType
 from .limits import check_result
 from .models import Job, JobError, Progress
@@ -31,6 +32,9 @@ class JobLifecycle:
     def complete(self, job_id: str, attempt: int, result: Any) -> Job:
         """SUCCEEDED with the result; a result that cannot be stored fails the job, not retryable
         (the same code would return the same result), and never as a lost write."""
+        if not is_unicode_text(result):
+            return self.fail(job_id, attempt, JobError(
+                type="ResultNotJSON", message="the result holds a lone surrogate (\\ud800-\\udfff): not Unicode text"))
         try:
             check_result(result)
         except TooLarge as exc:

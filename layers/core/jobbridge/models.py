@@ -8,6 +8,7 @@ tenant, attempt, lease or timestamps: ``JobCreate`` forbids unknown fields, so s
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from typing import Any
 
@@ -183,7 +184,31 @@ class JobPublic(BaseModel):
 
     @classmethod
     def of(cls, job: Job) -> "JobPublic":
-        return cls.model_validate(job.model_dump(include=set(cls.model_fields)))
+        data = job.model_dump(include=set(cls.model_fields))
+        for entry in data["history"]:
+            if entry.get("detail"):
+                entry["detail"] = (worker_kind(entry["detail"]) if entry["event"] == "claimed"
+                                   else without_worker_identities(entry["detail"]))
+        if data.get("error"):
+            data["error"]["message"] = without_worker_identities(data["error"]["message"])
+        return cls.model_validate(data)
+
+
+# Lease owners name workers: agent:<IAM user id or token agent_id>, batch:<AWS Batch job id>, lambda.
+# They are operators' identities, in the record and the logs; a tenant is told the kind of worker only.
+WORKER_KINDS = ("agent", "batch", "lambda")
+_WORKER_IDENTITY = re.compile(r"\b(agent|batch|lambda):[^\s,;()]+")
+
+
+def worker_kind(owner: str) -> str:
+    """The kind of worker a lease owner is ("agent", "batch", "lambda"), or "worker"."""
+    kind = owner.split(":", 1)[0]
+    return kind if kind in WORKER_KINDS else "worker"
+
+
+def without_worker_identities(text: str) -> str:
+    """``text`` with every lease owner in it replaced by its kind ("no heartbeat from agent since ...")."""
+    return _WORKER_IDENTITY.sub(r"\1", text)
 
 
 class JobAccepted(BaseModel):

@@ -33,6 +33,7 @@ from .errors import (
     JobCancelled,
     JobFailure,
     JobNotFound,
+    RouteMismatch,
     StaleAttempt,
     UnknownJobType,
 )
@@ -86,6 +87,7 @@ class Outcome(str, Enum):
     RETRY_SCHEDULED = "retry_scheduled"
     CANCELLED = "cancelled"
     DROPPED = "dropped"  # the claim was refused: duplicate delivery, cancelled or final
+    REFUSED = "refused"  # the job is of a route this worker does not serve (the route fence)
     ABANDONED = "abandoned"  # the lease was lost to another worker
     UNSETTLED = "unsettled"  # the final write could not be made; the message must come back
 
@@ -191,6 +193,13 @@ class Runner:
         started = time.monotonic()
         try:
             job = self.lifecycle.claim(job_id, self.config.owner, self.config.lease_s, expected_attempt)
+        except RouteMismatch as exc:
+            # A message for another route's job reached this worker (forged, or misrouted): the
+            # job's own message is on its route's queue, so this one is dropped, loudly.
+            log.warning("claim refused by the route fence; dropping the message",
+                        extra={"job_id": job_id, "reason": str(exc), "route": exc.route, "job_route": exc.job_route,
+                               "correlation_id": correlation_id})
+            return RunResult(Outcome.REFUSED, job_id, detail=str(exc))
         except (InvalidTransition, JobNotFound) as exc:
             log.info("claim refused; dropping the message", extra={"job_id": job_id, "reason": str(exc),
                                                                     "correlation_id": correlation_id})

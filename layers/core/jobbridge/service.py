@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from datetime import timedelta
 
+from .dynamo_codec import is_unicode_text
 from .errors import IdempotencyConflict, InvalidParams
 from .ids import idempotent_job_id, iso, new_job_id
 from .limits import check_params
@@ -19,6 +20,9 @@ from .models import HistoryEntry, Job, JobCreate, State
 from .registry import Registry
 from .routing import LambdaWorker, choose_placement
 from .store import JobStore
+
+
+MAX_PARAMS_DEPTH = 64  # objects and arrays, the params object itself included
 
 
 @dataclass(frozen=True)
@@ -50,16 +54,22 @@ class JobService:
         jt = self.registry.get(request.type)
         params = jt.parse_params(request.params)
         placement = choose_placement(jt, request, params, self.worker)
-        if not _finite(params.model_dump()):
+        dumped = params.model_dump()
+        if _depth(dumped) > MAX_PARAMS_DEPTH:
+            # Past it pydantic cannot serialize them (its limit is 255 in all): refused by name, not a 500.
+            raise InvalidParams(jt.name, [{"loc": ["body", "params"], "type": "value_error",
+                                           "msg": f"params may be nested at most {MAX_PARAMS_DEPTH} levels deep"}])
+        if not _finite(dumped):
             # Checked before mode="json", which would silently turn NaN and Infinity into null.
             raise InvalidParams(jt.name, [{"loc": ["body", "params"], "msg": "Out of range float values are not JSON compliant",
                                            "type": "value_error"}])
-        params_json = params.model_dump(mode="json")
-        try:
-            check_params(params_json)  # TooLarge: a 413 naming params and the limit
-        except ValueError:
+        if not is_unicode_text(dumped):
+            # JSON's \u escapes can spell half a UTF-16 surrogate pair, which is no Unicode text: it
+            # would be stored, then fail to encode on every read of the job.
             raise InvalidParams(jt.name, [{"loc": ["body", "params"], "type": "value_error",
-                                           "msg": "text that is not valid Unicode (a lone surrogate) cannot be stored"}]) from None
+                                           "msg": "a string holds a lone surrogate (\\ud800-\\udfff): not Unicode text"}])
+        params_json = params.model_dump(mode="json")
+        check_params(params_json)  # TooLarge: a 413 naming params and the limit
         now = self.store.clock()
         digest = request_hash(request)
         job = Job(
@@ -86,6 +96,19 @@ class JobService:
         if not created and (stored.tenant != tenant or stored.request_hash != digest):
             raise IdempotencyConflict(idempotency_key or "", stored.job_id)
         return Submitted(stored, created)
+
+
+def _depth(value: object) -> int:
+    """How deeply objects and arrays nest in ``value`` (iterative: the value may be nested deeply)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, (list, tuple)) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def _finite(value: object) -> bool:

@@ -33,11 +33,12 @@ from .errors import (
     ItemTooLarge,
     JobAlreadyFinal,
     JobNotFound,
+    RouteMismatch,
     StaleAttempt,
 )
 from .ids import iso, utcnow
 from .limits import DYNAMODB_MAX_ITEM_BYTES, HISTORY_KEEP_NEWEST, bounded_error, history_detail
-from .models import FINAL_STATES, Job, JobError, Progress, State
+from .models import FINAL_STATES, Job, JobError, Progress, Route, State
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,8 @@ TENANT_INDEX = "tenant-created-index"
 ACTIVE_INDEX = "active-index"
 _MAX_LIST_PAGES = 10
 # Placeholders for attribute names that are, or may become, DynamoDB reserved words.
-_NAMES = {"#state": "state", "#attempt": "attempt", "#tenant": "tenant", "#version": "version", "#history": "history"}
+_NAMES = {"#state": "state", "#attempt": "attempt", "#tenant": "tenant", "#version": "version", "#history": "history",
+          "#route": "route"}
 _NO_CANCEL_REQUESTED = "(attribute_not_exists(cancel_requested) OR cancel_requested = :false)"
 _UNAVAILABLE_CODES = {
     "ProvisionedThroughputExceededException",
@@ -93,6 +95,12 @@ class BatchSubmissionReserved(InvalidTransition):
 
 
 class JobStore:
+    """``route`` scopes the store to the jobs of one route (the route fence): every conditional
+    write it makes also requires ``route = :route``, so a worker of one route cannot claim, extend
+    or settle a job of another (a public worker and a private job) whatever message it was handed.
+    A refusal is a RouteMismatch. Unscoped (None): the API's tenant routes, the bridge, the sweeper
+    and the dead-letter handler, which serve every route."""
+
     def __init__(
         self,
         table_name: str,
@@ -100,11 +108,25 @@ class JobStore:
         client: Any = None,
         retention_days: int = 30,
         clock: Callable[[], datetime] = utcnow,
+        route: Route | None = None,
     ) -> None:
         self.table_name = table_name
         self._client = client
         self.retention = timedelta(days=retention_days)
         self.clock = clock
+        self.route = route
+
+    def for_route(self, route: Route) -> "JobStore":
+        """This store (same table, client and clock), fenced to the jobs of ``route``."""
+        scoped = JobStore(self.table_name, client=self._client, clock=self.clock, route=route)
+        scoped.retention = self.retention
+        return scoped
+
+    def _route_fenced(self, condition: str, values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The condition and values with the route fence added, when the store is scoped."""
+        if self.route is None:
+            return condition, values
+        return f"({condition}) AND #route = :route", {**values, ":route": {"S": self.route.value}}
 
     @property
     def client(self) -> Any:
@@ -481,20 +503,22 @@ class JobStore:
         reservation is no longer ours (its new holder finds the Batch job by name); JobAlreadyFinal
         when the job ended meanwhile (a cancel: the Batch job has nothing to run)."""
         now = iso(self.clock())
+        condition, values = self._route_fenced(
+            "#state IN (:queued, :running) AND batch_attempt = :a AND batch_token = :token "
+            "AND (attribute_not_exists(batch_job_id) OR batch_job_id = :id)",
+            {":id": {"S": batch_job_id}, ":now": {"S": now}, ":one": {"N": "1"}, ":a": {"N": str(attempt)},
+             ":token": {"S": token}, ":queued": {"S": State.QUEUED.value}, ":running": {"S": State.RUNNING.value}},
+        )
+        expression = "SET batch_job_id = :id, batch_submitted_at = :now, updated_at = :now, #version = #version + :one"
         try:
             self._call(
                 "update_item",
                 TableName=self.table_name,
                 Key=_key(job_id),
-                UpdateExpression=("SET batch_job_id = :id, batch_submitted_at = :now, updated_at = :now, "
-                                  "#version = #version + :one"),
-                ConditionExpression=("#state IN (:queued, :running) AND batch_attempt = :a AND batch_token = :token "
-                                     "AND (attribute_not_exists(batch_job_id) OR batch_job_id = :id)"),
-                ExpressionAttributeNames={"#state": "state", "#version": "version"},
-                ExpressionAttributeValues={
-                    ":id": {"S": batch_job_id}, ":now": {"S": now}, ":one": {"N": "1"}, ":a": {"N": str(attempt)},
-                    ":token": {"S": token}, ":queued": {"S": State.QUEUED.value}, ":running": {"S": State.RUNNING.value},
-                },
+                UpdateExpression=expression,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=_names_in(expression + condition),
+                ExpressionAttributeValues=values,
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
@@ -533,13 +557,14 @@ class JobStore:
     def _batch_write(self, job_id: str, attempt: int, *, expression: str, condition: str,
                      values: dict[str, Any]) -> BatchReservation:
         try:
+            condition, values = self._route_fenced(condition, values)
             out = self._call(
                 "update_item",
                 TableName=self.table_name,
                 Key=_key(job_id),
                 UpdateExpression=expression,
                 ConditionExpression=f"attribute_exists(job_id) AND ({condition})",
-                ExpressionAttributeNames={"#state": "state", "#attempt": "attempt", "#version": "version"},
+                ExpressionAttributeNames=_names_in(expression + condition),
                 ExpressionAttributeValues={**values, ":a": {"N": str(attempt)}, ":one": {"N": "1"},
                                            ":queued": {"S": State.QUEUED.value}},
                 ReturnValues="ALL_NEW",
@@ -619,6 +644,7 @@ class JobStore:
         expression = "SET " + ", ".join(parts)
         if removes:
             expression += " REMOVE " + ", ".join(removes)
+        condition, values = self._route_fenced(condition, values)
         condition = f"attribute_exists(job_id) AND ({condition})"
         # DynamoDB refuses unused placeholders, so name only those the expressions use.
         used = set(re.findall(r"#\w+", expression + " " + condition))
@@ -682,7 +708,9 @@ class JobStore:
             return JobNotFound(job_id)
         state = current.get("state")
         error: InvalidTransition
-        if state in {s.value for s in FINAL_STATES}:
+        if self.route is not None and current.get("route") != self.route.value:
+            error = RouteMismatch(job_id, action, state, self.route.value, current.get("route"))
+        elif state in {s.value for s in FINAL_STATES}:
             error = JobAlreadyFinal(job_id, action, state, "final states are absorbing")
         elif fenced_attempt is not None and current.get("attempt") != fenced_attempt:
             error = StaleAttempt(job_id, action, state, f"attempt {fenced_attempt} is not current ({current.get('attempt')})")
@@ -713,6 +741,12 @@ class JobStore:
     @staticmethod
     def _decode(item: dict[str, Any]) -> Job:
         return Job.model_validate(decode_item(item))
+
+
+def _names_in(expressions: str) -> dict[str, str]:
+    """The placeholders of ``_NAMES`` these expressions use (DynamoDB refuses unused ones)."""
+    used = set(re.findall(r"#\w+", expressions))
+    return {k: v for k, v in _NAMES.items() if k in used}
 
 
 def _key(job_id: str) -> dict[str, Any]:

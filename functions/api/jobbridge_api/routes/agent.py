@@ -31,12 +31,12 @@ from jobbridge.models import (
     Route,
 )
 
-from ..deps import AgentDep, SettingsDep, StoreDep, lifecycle_dep
+from ..deps import AgentDep, SettingsDep, StoreDep, agent_lifecycle_dep
 from ..problems import PROBLEM_RESPONSES
 
 router = APIRouter(prefix="/agent/jobs", tags=["agent"], responses={**PROBLEM_RESPONSES, 409: PROBLEM_RESPONSES[422]})
 log = logging.getLogger("jobbridge.api")
-LifecycleDep = Annotated[JobLifecycle, Depends(lifecycle_dep)]
+LifecycleDep = Annotated[JobLifecycle, Depends(agent_lifecycle_dep)]
 
 
 def _private_job(store, job_id: str) -> Job:
