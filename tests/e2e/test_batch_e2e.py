@@ -177,11 +177,11 @@ def test_duplicate_batch_submit_messages_start_one_batch_job(stack, api, batch) 
     assert batch_jobs_of(batch, job_id, 2) == []
 
 
-def test_cancel_stops_batch_work_waiting_for_a_host_and_running(api, batch) -> None:
+def test_cancel_stops_batch_work_waiting_for_a_host_and_running(stack, api, batch) -> None:
     # Every local "host" busy (the local Batch runs DEFAULT_MAX_RUNNING containers at once): the next
     # Batch job waits RUNNABLE, as one waits for a GPU instance in AWS.
     busy = [submit_8k(api, f"e2e-busy-{n}", duration_s=600) for n in range(DEFAULT_MAX_RUNNING)]
-    running = [running_in_batch(api, batch, job_id, attempt=1, batch_attempt_number=1) for job_id in busy]
+    running = [running_in_batch(stack, api, batch, job_id, attempt=1, batch_attempt_number=1) for job_id in busy]
     job_id = submit_8k(api, "e2e-cancel-waiting", duration_s=1)
     waiting = wait_for(lambda: job(api, job_id).get("dispatched_at") and batch_jobs_of(batch, job_id, 1),
                        timeout=60, what="its Batch job to be submitted")[0]
