@@ -1,4 +1,4 @@
-"""moto's DynamoDB made as strict as DynamoDB about item size.
+"""moto's DynamoDB made as strict as DynamoDB about item size and the atomicity of writes.
 
 DynamoDB refuses a write whose item would exceed 400 KB (409,600 bytes, attribute names plus
 values in UTF-8), whole: PutItem with "Item size has exceeded the maximum allowed size",
@@ -13,6 +13,12 @@ replaces both: every put and every update expression is measured as DynamoDB mea
 (``jobbridge.dynamo_codec.item_size``), and an update that does not fit is rolled back before moto
 records it in the stream.
 
+DynamoDB applies each write atomically, its condition and its update together. moto's server runs
+requests on threads and checks a condition before applying the update with nothing in between, so
+two claims of one job made at once could both succeed (seen when a paused API resumed and handled
+its queued claims together). ``install`` serialises the backend's item operations with one lock
+(coarser than DynamoDB's per-item isolation, which is all a local stack needs).
+
 The moto server of the local stack runs with it (``python -m jobbridge_local.motoserver``), and the
 unit tier installs it in moto's in-process mock, so every tier meets DynamoDB's behaviour.
 """
@@ -20,7 +26,9 @@ unit tier installs it in moto's in-process mock, so every tier meets DynamoDB's 
 from __future__ import annotations
 
 import copy
-from typing import Any
+import functools
+import threading
+from typing import Any, Callable
 
 from jobbridge.dynamo_codec import item_size
 from jobbridge.limits import DYNAMODB_MAX_ITEM_BYTES
@@ -66,4 +74,26 @@ def install() -> None:
 
     Table.put_item = strict_put_item  # type: ignore[method-assign]
     UpdateExpressionExecutor.execute = strict_execute  # type: ignore[method-assign]
+    _serialise_item_operations()
     _installed = True
+
+
+# Every operation of moto's DynamoDB backend that reads or writes items: a read never sees an update
+# half-applied (moto applies an update's actions one by one), a write's condition holds until it applies.
+_ITEM_OPERATIONS = ("get_item", "put_item", "update_item", "delete_item", "query", "scan", "transact_write_items")
+
+
+def _serialise_item_operations() -> None:
+    from moto.dynamodb.models import DynamoDBBackend
+
+    lock = threading.RLock()
+
+    def serialised(operation: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(operation)
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with lock:
+                return operation(*args, **kwargs)
+        return locked
+
+    for name in _ITEM_OPERATIONS:
+        setattr(DynamoDBBackend, name, serialised(getattr(DynamoDBBackend, name)))

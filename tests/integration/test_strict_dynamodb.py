@@ -87,3 +87,4 @@ def test_an_update_that_stays_within_the_limit_is_applied(table) -> None:
                     ExpressionAttributeNames={"#r": "result"}, ExpressionAttributeValues={":result": {"S": "r" * 50}})
 
     assert item_size(read(ddb, name)) == DYNAMODB_MAX_ITEM_BYTES - 100 + len("result") + 50
+
