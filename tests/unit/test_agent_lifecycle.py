@@ -18,6 +18,7 @@ from jobbridge.models import Job, JobError, Progress, Route, State
 from jobbridge.registry import load_registry
 from jobbridge.runner import LeaseLost, execute_inline
 from jobbridge_agent.agent import Agent, MessageLease
+from jobbridge_agent.backoff import Backoff
 from jobbridge_agent.config import load_config
 from jobbridge_agent.process import AgentShutdown
 
@@ -180,9 +181,10 @@ def make_agent(parts: tuple[FakeQueue, FakeApi, Gate]) -> Iterator[Callable[...,
     queue, api, gate = parts
     threads: list[tuple[Agent, threading.Thread]] = []
 
-    def make(start: bool = True, **env: str) -> Agent:
+    def make(start: bool = True, backoff: Backoff = Backoff(1.0, 30.0), **env: str) -> Agent:
         config = load_config(None, {**ENV, **{f"JOBBRIDGE_AGENT_{k.upper()}": v for k, v in env.items()}})
-        agent = Agent(config, api=api, queue=queue, poll_queue=queue, registry=REGISTRY, execute_factory=gate.factory)
+        agent = Agent(config, api=api, queue=queue, poll_queue=queue, registry=REGISTRY, execute_factory=gate.factory,
+                      backoff=backoff)
         queue.agent = agent
         agent.check()
         if start:
@@ -313,16 +315,50 @@ def test_lost_lease_abandons_without_reporting_and_leaves_the_message(make_agent
     assert receipt not in queue.deleted and all(r != receipt for r, _ in queue.visibility)
 
 
-def test_unreachable_api_returns_the_message_later_and_pauses_receiving(make_agent: Callable[..., Agent],
-                                                                       parts: Any) -> None:
+FAST_BACKOFF = Backoff(0.02, 0.05)
+
+
+def test_unreachable_api_holds_the_message_and_pauses_receiving(make_agent: Callable[..., Agent],
+                                                                parts: Any) -> None:
     queue, api, _ = parts
     api.down.add("job-wait")
     receipt = queue.add("job-wait")
     agent = make_agent()
     wait_until(lambda: any(r == receipt for r, _ in queue.visibility))
-    (_, seconds), = [v for v in queue.visibility if v[0] == receipt]
-    assert seconds >= 1 and receipt not in queue.deleted
+    # the message stays hidden (its visibility pushed past the next try), it is not handed back
+    assert all(seconds >= agent.config.message_visibility_s for r, seconds in queue.visibility if r == receipt)
+    assert receipt not in queue.deleted
     assert agent._api_failures >= 1 and agent._api_retry_at > 0  # receiving pauses for a backoff
+
+
+def test_a_claim_through_an_api_outage_keeps_its_one_receive_and_runs_when_the_api_is_back(
+        make_agent: Callable[..., Agent], parts: Any) -> None:
+    queue, api, _ = parts
+    # given the API down for several claim tries (each would have been a receive: towards the DLQ)
+    api.down.add("job-held")
+    receipt = queue.add("job-held")
+    make_agent(backoff=FAST_BACKOFF)
+    wait_until(lambda: api.actions("job-held").count("claim") >= 4)
+    # when it is back
+    api.down.discard("job-held")
+    wait_until(lambda: receipt in queue.deleted)
+    # then the job ran from the one receive: the message was held, never made visible again
+    assert api.actions("job-held")[-2:] == ["claim", "complete"]
+    assert sum(1 for asked, _ in queue.receives) >= 1
+    held = [seconds for r, seconds in queue.visibility if r == receipt]
+    assert held and min(held) >= 30  # the message's visibility (lease_s) at least, every time
+
+
+def test_shutdown_releases_a_held_message_unclaimed(make_agent: Callable[..., Agent], parts: Any) -> None:
+    queue, api, _ = parts
+    api.down.add("job-held")
+    receipt = queue.add("job-held")
+    agent = make_agent(backoff=FAST_BACKOFF)
+    wait_until(lambda: api.actions("job-held").count("claim") >= 2)
+    agent.shutdown()
+    wait_until(lambda: hasattr(agent, "exit_code"))
+    assert agent.exit_code == 0
+    assert queue.visibility[-1] == (receipt, 0) and receipt not in queue.deleted
 
 
 # --- shutdown drains ------------------------------------------------------------------------------

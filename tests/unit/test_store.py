@@ -381,9 +381,25 @@ def test_acknowledge_cancel_stops_a_running_job(store, running, raw_item) -> Non
     assert history_events(job) == ["submitted", "claimed", "cancel_requested", "cancelled"]
 
 
-def test_fail_unless_final_fails_an_active_job(store, queued) -> None:
-    job = store.fail_unless_final(queued.job_id, JobError(type="DeadLetter", message="dead-lettered"))
+def test_a_dead_letter_fails_the_job_queued_at_its_attempt(store, queued) -> None:
+    job = store.fail_dead_lettered(queued.job_id, 0, JobError(type="DeadLetter", message="dead-lettered"))
     assert job is not None and job.state is State.FAILED
+    assert job.history[-1].event == "failed" and job.history[-1].attempt == 0
+
+
+def test_a_stale_dead_letter_leaves_a_job_another_worker_runs_alone(store, running, raw_item) -> None:
+    # given a duplicate of attempt 0's message, dead-lettered while attempt 1 runs healthily
+    before = raw_item(running.job_id)
+    # when its dead letter is applied, then nothing changes
+    assert store.fail_dead_lettered(running.job_id, 0, JobError(type="DeadLetter", message="stale")) is None
+    assert raw_item(running.job_id) == before
+
+
+def test_a_stale_dead_letter_leaves_a_job_queued_for_a_later_attempt_alone(store, running, raw_item) -> None:
+    store.fail(running.job_id, 1, BOOM, retry_delay_s=0)  # QUEUED for attempt 1's message now
+    before = raw_item(running.job_id)
+    assert store.fail_dead_lettered(running.job_id, 0, JobError(type="DeadLetter", message="stale")) is None
+    assert raw_item(running.job_id) == before
 
 
 def test_a_retried_job_can_be_claimed_again_and_completed(store, running) -> None:
@@ -466,7 +482,7 @@ def test_final_states_ignore_dispatch_and_dead_letter_writes(store, running, raw
     before = raw_item(running.job_id)
 
     assert store.mark_dispatched(running.job_id, 1) is False
-    assert store.fail_unless_final(running.job_id, JobError(type="DeadLetter", message="late")) is None
+    assert store.fail_dead_lettered(running.job_id, 1, JobError(type="DeadLetter", message="late")) is None
     assert raw_item(running.job_id) == before
 
 

@@ -395,21 +395,24 @@ class JobStore:
             detail="stopped after cancel request", **self._fence(attempt),
         )
 
-    def fail_unless_final(self, job_id: str, error: JobError) -> Job | None:
-        """Any active state -> FAILED (dead letters, lost leases past their attempts).
-        None if the job is already final."""
+    def fail_dead_lettered(self, job_id: str, attempt: int, error: JobError) -> Job | None:
+        """QUEUED at ``attempt`` -> FAILED: the message of that attempt was dead-lettered, so the
+        job never ran from it. Fenced on the message's attempt and QUEUED: a stale duplicate's
+        letter must not fail a job another worker runs (RUNNING, attempt + 1) or that waits for a
+        later attempt's message. None when the letter is stale or the job is final."""
         try:
             return self._transition(
                 job_id,
                 action="fail",
                 new_state=State.FAILED,
-                condition="#state IN (:queued, :running)",
-                values={":queued": {"S": State.QUEUED.value}, ":running": {"S": State.RUNNING.value}},
+                condition="#state = :queued AND #attempt = :attempt",
+                values={":queued": {"S": State.QUEUED.value}, ":attempt": {"N": str(attempt)}},
                 sets={"error": error.model_dump()},
                 event="failed",
                 detail=error.message[:200],
+                fenced_attempt=attempt,
             )
-        except JobAlreadyFinal:
+        except InvalidTransition:  # final (JobAlreadyFinal), claimed or moved on (StaleAttempt)
             return None
 
     # --- AWS Batch submissions (jobbridge.batch) ---------------------------------------------------
