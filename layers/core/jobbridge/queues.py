@@ -1,5 +1,5 @@
-"""The consumer side of SQS: receive, delete, change visibility. With dispatch.Dispatcher (the
-sender) the only code that calls SQS."""
+"""The consumer side of SQS: receive, delete, change visibility, and send a fresh copy of a
+message a consumer hands back. With dispatch.Dispatcher (the sender) the only code that calls SQS."""
 
 from __future__ import annotations
 
@@ -47,6 +47,12 @@ class Queue:
         out = self._call("delete_message_batch", QueueUrl=self.url,
                          Entries=[{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(receipt_handles)])
         return [receipt_handles[int(f["Id"])] for f in out.get("Failed", [])]
+
+    def send(self, body: str, delay_s: int = 0) -> None:
+        """Send ``body`` as a new message. A consumer that hands a message back re-sends it this way
+        and acknowledges the old one: the copy starts at receive count 0, where making the old one
+        visible again would spend one of its maxReceiveCount receives on a job that never ran."""
+        self._call("send_message", QueueUrl=self.url, MessageBody=body, DelaySeconds=max(0, min(900, int(delay_s))))
 
     def change_visibility(self, receipt_handle: str, seconds: int) -> None:
         self._call("change_message_visibility", QueueUrl=self.url, ReceiptHandle=receipt_handle,

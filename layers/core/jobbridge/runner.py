@@ -86,6 +86,7 @@ class Outcome(str, Enum):
     DROPPED = "dropped"  # the claim was refused: duplicate delivery, cancelled or final
     ABANDONED = "abandoned"  # the lease was lost to another worker
     UNSETTLED = "unsettled"  # the final write could not be made; the message must come back
+    HANDED_BACK = "handed_back"  # not started; a fresh copy of the message was sent for another worker
 
     @property
     def acknowledges(self) -> bool:
