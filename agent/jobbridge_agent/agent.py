@@ -33,6 +33,7 @@ import logging
 import multiprocessing
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -73,6 +74,8 @@ class _Slot:
     stop: str | None = None  # set by the agent: "shutdown" (grace over) or "force"
     pid: int | None = None  # the job's child process, while it runs
     received_at: float = field(default_factory=time.monotonic)
+    # The same on every try of this message's claim: one whose answer was lost is recognised.
+    claim_token: str = field(default_factory=lambda: uuid.uuid4().hex)
     thread: threading.Thread | None = field(default=None, repr=False)
 
 
@@ -91,9 +94,10 @@ class MessageLease:
         self._clock = clock
         self._extended_at = clock()  # the receive set the visibility
 
-    def claim(self, job_id: str, owner: str, lease_s: float, expected_attempt: int | None = None) -> Job:
+    def claim(self, job_id: str, owner: str, lease_s: float, expected_attempt: int | None = None,
+              claim_token: str | None = None) -> Job:
         try:
-            return self.api.claim(job_id, owner, lease_s, expected_attempt)
+            return self.api.claim(job_id, owner, lease_s, expected_attempt, claim_token=claim_token)
         except NotAuthorized as exc:
             _refused(job_id, exc)
             raise
@@ -335,7 +339,8 @@ class Agent:
                              min_interval_s=cfg.heartbeat_s / 2)
         execute = self._execute_factory(slot) if self._execute_factory else self._process_executor(slot)
         runner = Runner(lease, self._registry, self.runner_config, execute=execute)
-        return runner.run(message.job_id, expected_attempt=message.attempt, correlation_id=message.correlation_id)
+        return runner.run(message.job_id, expected_attempt=message.attempt, correlation_id=message.correlation_id,
+                          claim_token=slot.claim_token)
 
     def _after(self, slot: _Slot, message: JobMessage, result: RunResult) -> None:
         """What the outcome means for the message."""

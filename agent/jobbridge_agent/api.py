@@ -166,11 +166,16 @@ class AgentApi:
 
     # --- the Lifecycle protocol -------------------------------------------------------------
 
-    def claim(self, job_id: str, owner: str, lease_s: float, expected_attempt: int | None = None) -> Job:
-        """``owner`` is informational: the API names the owner after the agent's credential."""
+    def claim(self, job_id: str, owner: str, lease_s: float, expected_attempt: int | None = None,
+              claim_token: str | None = None) -> Job:
+        """``owner`` is informational: the API names the owner after the agent's credential.
+        ``claim_token`` lets the API recognise a retry of a claim whose answer was lost."""
         if expected_attempt is None:
             raise ValueError("the agent claims with the attempt in the queue message")
-        data = self._post("claim", job_id, {"attempt": expected_attempt, "lease_s": _lease(lease_s)})
+        body: dict[str, Any] = {"attempt": expected_attempt, "lease_s": _lease(lease_s)}
+        if claim_token is not None:
+            body["claim_token"] = claim_token
+        data = self._post("claim", job_id, body)
         job = Job.model_validate(AgentJob.model_validate(data).model_dump())
         with self._jobs_lock:
             self._jobs[job_id] = job

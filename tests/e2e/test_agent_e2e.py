@@ -113,8 +113,9 @@ class SweeperThread:
 
 @pytest.fixture(scope="module")
 def bare_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    """The API and the bridge, no agent of its own."""
-    stack = start_stack(tmp_path_factory.mktemp("agent-stack"), functions="ApiFunction,BridgeFunction",
+    """The API, the bridge and the dead-letter function (a dead-lettered job is FAILED, as deployed),
+    no agent of its own."""
+    stack = start_stack(tmp_path_factory.mktemp("agent-stack"), functions="ApiFunction,BridgeFunction,DeadLetterFunction",
                         extra_env={"JOBBRIDGE_LOCAL_AGENTS": "0"})
     yield stack
     stack.stop()
@@ -339,3 +340,37 @@ def test_the_api_stopped_for_30_s_loses_no_job(bare_stack: RunningStack, agents:
     assert [j["state"] for j in finals] == ["SUCCEEDED"] * 4
     assert all(len(events(j, "succeeded")) == 1 for j in finals)
     assert agent.process.poll() is None
+
+
+def _messages(stack: RunningStack, queue: str) -> int:
+    attributes = stack.aws("sqs").get_queue_attributes(
+        QueueUrl=stack.queue_url(queue),
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+
+@pytest.mark.timeout(600)  # the outage itself takes 90 s, beside the stack's start
+def test_queued_private_jobs_outlive_an_api_outage_longer_than_five_receives(bare_stack: RunningStack,
+                                                                            agents: Any) -> None:
+    # given private jobs waiting in the queue (the template's redrive: MaxReceiveCount 5, then the
+    # PrivateDLQ, whose handler fails the job) ...
+    jobs = [submit(bare_stack, "sleep", {"seconds": 1, "steps": 1}) for _ in range(3)]
+    wait_for(lambda: _messages(bare_stack, "PrivateQueue") >= 3, 60, 0.3, "the jobs' messages")
+    api_pid = _api_pid(bare_stack)
+    # ... when the API stops answering and an agent comes up: each claim times out in a second and
+    # was retried after a backoff of at most 1, 2, 4, 8, 16 s, so 90 s is well past five receives'
+    # worth had each failed claim handed its message back
+    os.kill(api_pid, signal.SIGSTOP)
+    try:
+        agent = agents(concurrency=2, request_timeout_s=1, api_max_attempts=1, wait_s=1)
+        wait_for(lambda: agent.logged("could not claim the job; holding its message and trying again"), 60, 0.3,
+                 "a claim to fail")
+        time.sleep(90)
+        assert agent.process.poll() is None
+    finally:
+        os.kill(api_pid, signal.SIGCONT)
+    # then, once the API is back, every job runs, once, on its first attempt, and none was dead-lettered
+    finals = [wait_state(bare_stack, j, "SUCCEEDED", "FAILED", "CANCELLED", timeout=180) for j in jobs]
+    assert [j["state"] for j in finals] == ["SUCCEEDED"] * 3, finals
+    assert all(j["attempt"] == 1 and events(j, "claimed") == [agent.owner] for j in finals)
+    assert _messages(bare_stack, "PrivateDLQ") == 0

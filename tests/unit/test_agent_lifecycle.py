@@ -95,6 +95,7 @@ class FakeApi:
         self.types: dict[str, str] = {}
         self.params: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, str, Any]] = []
+        self.tokens: list[str | None] = []
         self.lock = threading.Lock()
 
     def _record(self, action: str, job_id: str, detail: Any = None) -> None:
@@ -110,8 +111,10 @@ class FakeApi:
     def close(self) -> None:
         pass
 
-    def claim(self, job_id: str, owner: str, lease_s: float, expected_attempt: int | None = None) -> Job:
+    def claim(self, job_id: str, owner: str, lease_s: float, expected_attempt: int | None = None,
+              claim_token: str | None = None) -> Job:
         self._record("claim", job_id, expected_attempt)
+        self.tokens.append(claim_token)
         if job_id in self.down:
             raise DependencyUnavailable("api", "claim: ConnectionRefusedError")
         if job_id in self.refuse:
@@ -344,6 +347,7 @@ def test_a_claim_through_an_api_outage_keeps_its_one_receive_and_runs_when_the_a
     wait_until(lambda: receipt in queue.deleted)
     # then the job ran from the one receive: the message was held, never made visible again
     assert api.actions("job-held")[-2:] == ["claim", "complete"]
+    assert len(set(api.tokens)) == 1 and api.tokens[0]  # every try the same claim: a lost answer is recognised
     assert sum(1 for asked, _ in queue.receives) >= 1
     held = [seconds for r, seconds in queue.visibility if r == receipt]
     assert held and min(held) >= 30  # the message's visibility (lease_s) at least, every time

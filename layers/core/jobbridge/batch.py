@@ -299,10 +299,12 @@ class BatchContainerLifecycle(JobLifecycle):
     """JobLifecycle whose claim may take over the job from an earlier container of the SAME Batch
     job (Batch's retry strategy re-runs it after a host failure): see JobStore.claim."""
 
-    def claim(self, job_id: str, owner: str, lease_s: float, expected_attempt: int | None = None) -> Job:
+    def claim(self, job_id: str, owner: str, lease_s: float, expected_attempt: int | None = None,
+              claim_token: str | None = None) -> Job:
         if expected_attempt is None:
-            return self.store.claim(job_id, owner, lease_s)
-        return self.store.claim(job_id, owner, lease_s, expected_attempt, resume_own_lease=True)
+            return self.store.claim(job_id, owner, lease_s, claim_token=claim_token)
+        return self.store.claim(job_id, owner, lease_s, expected_attempt, resume_own_lease=True,
+                                claim_token=claim_token)
 
 
 # --- state change events -------------------------------------------------------------------------

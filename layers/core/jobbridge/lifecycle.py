@@ -24,8 +24,9 @@ class JobLifecycle:
         self.registry = registry
         self.rng = rng
 
-    def claim(self, job_id: str, owner: str, lease_s: float, expected_attempt: int | None = None) -> Job:
-        return self.store.claim(job_id, owner, lease_s, expected_attempt)
+    def claim(self, job_id: str, owner: str, lease_s: float, expected_attempt: int | None = None,
+              claim_token: str | None = None) -> Job:
+        return self.store.claim(job_id, owner, lease_s, expected_attempt, claim_token=claim_token)
 
     def heartbeat(self, job_id: str, attempt: int, owner: str, lease_s: float, progress: Progress | None = None) -> Job:
         return self.store.heartbeat(job_id, attempt, owner, lease_s, progress)

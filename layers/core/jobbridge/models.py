@@ -221,6 +221,10 @@ class AgentClaim(BaseModel):
 
     attempt: int = Field(ge=0, description="The attempt count in the queue message (fences stale duplicates)")
     lease_s: int = Field(default=60, ge=10, le=43_200)
+    claim_token: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_-]{16,64}$",
+        description="Unique to this agent's run of this message, the same on every try: a claim whose answer "
+                    "was lost is then answered as made (200) when tried again, instead of refused")
 
 
 class AgentHeartbeat(BaseModel):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable, Protocol
@@ -60,7 +61,8 @@ class LeaseLost(Exception):
 class Lifecycle(Protocol):
     """What the runner needs: lifecycle.JobLifecycle, or the agent's client of the /agent routes."""
 
-    def claim(self, job_id: str, owner: str, lease_s: float, expected_attempt: int | None = None) -> Job: ...
+    def claim(self, job_id: str, owner: str, lease_s: float, expected_attempt: int | None = None,
+              claim_token: str | None = None) -> Job: ...
     def heartbeat(self, job_id: str, attempt: int, owner: str, lease_s: float, progress: Progress | None = None) -> Job: ...
     def complete(self, job_id: str, attempt: int, result: Any) -> Job: ...
     def fail(self, job_id: str, attempt: int, error: JobError, max_attempts: int | None = None, job_type: str | None = None) -> Job: ...
@@ -182,12 +184,16 @@ class Runner:
         self._execute = execute
 
     def run(self, job_id: str, *, expected_attempt: int | None = None, time_budget_s: float | None = None,
-            correlation_id: str | None = None) -> RunResult:
+            correlation_id: str | None = None, claim_token: str | None = None) -> RunResult:
         """Claim and run one job. ``time_budget_s`` bounds the attempt below the job type's own
-        timeout (the Lambda invocation's remaining time, less a margin)."""
+        timeout (the Lambda invocation's remaining time, less a margin). ``claim_token`` names this
+        claimant's run of the message (a fresh one by default): a caller that tries the same claim
+        again passes the same token, so a claim whose answer was lost is recognised as its own."""
         started = time.monotonic()
+        token = claim_token or uuid.uuid4().hex
         try:
-            job = self.lifecycle.claim(job_id, self.config.owner, self.config.lease_s, expected_attempt)
+            job = self.lifecycle.claim(job_id, self.config.owner, self.config.lease_s, expected_attempt,
+                                       claim_token=token)
         except (InvalidTransition, JobNotFound) as exc:
             log.info("claim refused; dropping the message", extra={"job_id": job_id, "reason": str(exc),
                                                                     "correlation_id": correlation_id})

@@ -275,10 +275,16 @@ class JobStore:
         return True
 
     def claim(self, job_id: str, owner: str, lease_s: float, expected_attempt: int | None = None,
-              *, resume_own_lease: bool = False) -> Job:
+              *, resume_own_lease: bool = False, claim_token: str | None = None) -> Job:
         """QUEUED -> RUNNING: attempt + 1, a lease, and the job returned by the same call.
 
         ``expected_attempt`` (the message's) fences out a stale duplicate of an older dispatch.
+
+        ``claim_token`` (unique to one claimant's run of one message) is recorded with the claim, so
+        that a claim whose answer was lost is recognised when its claimant tries again (botocore's
+        own retry, the agent's retry through the API): the job, RUNNING at the attempt this claim
+        made, with this token, is returned as claimed, from the failed write's ALL_OLD (no extra
+        call). Anyone else, even the same owner with another copy of the message, is refused.
 
         ``resume_own_lease`` (needs ``expected_attempt``) also accepts a job left RUNNING by this
         very ``owner`` in a later attempt: AWS Batch re-runs a job's container under the same Batch
@@ -299,6 +305,15 @@ class JobStore:
                 values[":owner"] = {"S": owner}
         elif resume_own_lease:
             raise ValueError("resume_own_lease needs expected_attempt: the takeover is fenced on it")
+        sets: dict[str, Any] = {}
+        if claim_token is not None:
+            sets["claim_token"] = claim_token
+
+        def claimed_by_me(current: dict[str, Any]) -> bool:
+            return (claim_token is not None and current.get("claim_token") == claim_token
+                    and current.get("state") == State.RUNNING.value
+                    and (expected_attempt is None or current.get("attempt") == expected_attempt + 1))
+
         return self._transition(
             job_id,
             action="claim",
@@ -312,8 +327,10 @@ class JobStore:
                 "heartbeat_at": iso(now),
                 "active_state": State.RUNNING.value,
                 "due_at": lease,
+                **sets,
             },
             add_attempt=True,
+            accept_current=claimed_by_me,
             event="claimed",
             detail=owner,
             history_attempt=None if (expected_attempt is None or resume_own_lease) else expected_attempt + 1,
@@ -564,6 +581,7 @@ class JobStore:
         fenced_attempt: int | None = None,
         history_attempt: int | None = None,
         tenant: str | None = None,
+        accept_current: Callable[[dict[str, Any]], bool] | None = None,
     ) -> Job:
         now = iso(self.clock())
         names: dict[str, str] = {}
@@ -613,7 +631,10 @@ class JobStore:
         except ClientError as exc:
             if not _condition_failed(exc):
                 raise
-            raise self._why(job_id, action, exc.response.get("Item"), fenced_attempt, tenant) from None
+            old = exc.response.get("Item")
+            if accept_current is not None and old and accept_current(decode_item(old)):
+                return self._decode(old)  # this very change was made before (its answer was lost)
+            raise self._why(job_id, action, old, fenced_attempt, tenant) from None
         return self._decode(out["Attributes"])
 
     def _why(self, job_id: str, action: str, old: dict[str, Any] | None, fenced_attempt: int | None,

@@ -67,7 +67,7 @@ async def claim(job_id: str, body: AgentClaim, agent: AgentDep, store: StoreDep,
                 settings: SettingsDep) -> AgentJob:
     await run_in_threadpool(_private_job, store, job_id)
     lease = min(body.lease_s, settings.agent_lease_max_s)
-    job = await run_in_threadpool(lifecycle.claim, job_id, _owner(agent), lease, body.attempt)
+    job = await run_in_threadpool(lifecycle.claim, job_id, _owner(agent), lease, body.attempt, body.claim_token)
     log.info("agent claimed", extra={"job_id": job_id, "agent_id": agent.agent_id, "attempt": job.attempt,
                                      "correlation_id": job.correlation_id})
     return AgentJob.of(job)
