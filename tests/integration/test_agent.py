@@ -284,3 +284,26 @@ def test_another_agent_cannot_extend_settle_or_cancel_a_claimed_job(world: World
     assert current["state"] == "RUNNING" and current["result"] is None and current["error"] is None
     assert owner.heartbeat(job_id, job.attempt, "ignored", 30).state.value == "RUNNING"
     assert owner.complete(job_id, job.attempt, {"ok": True}).state.value == "SUCCEEDED"
+
+
+def test_an_agent_trying_a_claim_again_gets_the_job_its_lost_answer_claimed(world: World) -> None:
+    from jobbridge.errors import InvalidTransition
+    from jobbridge_agent.api import AgentApi, BearerToken
+
+    def api(agent_id: str) -> AgentApi:
+        return AgentApi(world.api_url, BearerToken(token=tokens.issue_agent_token(agent_id, state_dir=world.state_dir)),
+                        max_attempts=1)
+
+    agent, other = api("claiming-agent"), api("other-agent")
+    job_id = world.submit("sleep", {"seconds": 60})
+    first = agent.claim(job_id, "ignored", 30, expected_attempt=0, claim_token="a" * 32)
+    # when the first answer was lost and the agent tries the same claim again
+    again = agent.claim(job_id, "ignored", 30, expected_attempt=0, claim_token="a" * 32)
+    # then it is answered as made: the same attempt, one claim in the history
+    assert (again.attempt, again.lease_owner) == (first.attempt, first.lease_owner) == (1, "agent:claiming-agent")
+    assert [h["event"] for h in world.job(job_id)["history"]] == ["submitted", "claimed"]
+    # and a copy of the message claimed by anyone else, or by the same agent's other run, is refused
+    for claimant, token in ((agent, "b" * 32), (other, "a" * 32)):
+        with pytest.raises(InvalidTransition):
+            claimant.claim(job_id, "ignored", 30, expected_attempt=0, claim_token=token)
+    world.http.post(f"/jobs/{job_id}/cancel")

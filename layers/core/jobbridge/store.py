@@ -311,7 +311,7 @@ class JobStore:
 
         def claimed_by_me(current: dict[str, Any]) -> bool:
             return (claim_token is not None and current.get("claim_token") == claim_token
-                    and current.get("state") == State.RUNNING.value
+                    and current.get("lease_owner") == owner and current.get("state") == State.RUNNING.value
                     and (expected_attempt is None or current.get("attempt") == expected_attempt + 1))
 
         return self._transition(
