@@ -38,10 +38,15 @@ def _worker() -> QueueWorker:
 
 
 def record_handler(record: SQSRecord, lambda_context, invocation_s: float | None = None):
-    message = JobMessage.model_validate_json(record.body)  # a malformed body raises: retried, then dead-lettered
-    logger.append_keys(job_id=message.job_id, correlation_id=message.correlation_id)
-    remaining_s = lambda_context.get_remaining_time_in_millis() / 1000
-    result = _worker().process(message, record.receipt_handle, remaining_s, invocation_s)
+    try:
+        message = JobMessage.model_validate_json(record.body)  # a malformed body raises: retried, then dead-lettered
+        logger.append_keys(job_id=message.job_id, correlation_id=message.correlation_id)
+        remaining_s = lambda_context.get_remaining_time_in_millis() / 1000
+        result = _worker().process(message, record.receipt_handle, remaining_s, invocation_s)
+    except Exception:
+        # Reported failed below (partial batch response): back in seconds, not after the visibility timeout.
+        _worker().queue.return_soon(record.receipt_handle, int(record.attributes.approximate_receive_count or 1))
+        raise
     metrics.add_metric(name=f"jobs_{result.outcome.value}", unit=MetricUnit.Count, value=1)
     return result.outcome.value
 

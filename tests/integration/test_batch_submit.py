@@ -169,6 +169,31 @@ def test_a_refused_submission_and_a_malformed_body_come_back_alone(submit_functi
     assert failed == {records[0]["messageId"], "junk"}
 
 
+def test_a_failed_record_comes_back_in_seconds_not_after_the_queues_visibility_timeout(
+        submit_function, service, module_stack, local_batch) -> None:
+    # given a submission Batch refuses (a queue that does not exist): the record fails
+    queue_arn = gpu_queue(local_batch)
+    _, invoke = submit_function(JOBBRIDGE_BATCH_JOB_QUEUE_GPU=queue_arn.replace("GpuJobQueue", "NoSuchQueue"))
+    refused = service.submit("acme", JobCreate(type="transcode", params={"video_id": "soon", "resolution": "8K"})).job
+    fine = service.submit("acme", JobCreate(type="sleep", params={"seconds": 1200}, target="public")).job
+    records = [delivered(module_stack, message_of(refused))["Records"][0],
+               delivered(module_stack, message_of(fine))["Records"][0]]
+
+    assert invoke({"Records": records})["batchItemFailures"] == [{"itemIdentifier": records[0]["messageId"]}]
+
+    # then its message is received again within seconds (public-batch's visibility timeout is 900 s)
+    sqs, url = module_stack.client("sqs"), module_stack.queue_url(Route.BATCH)
+    again = None
+    for _ in range(3):  # at most 60 s: the first return waits 1-2 s
+        for message in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=20,
+                                           MessageSystemAttributeNames=["ApproximateReceiveCount"]).get("Messages", []):
+            if json.loads(message["Body"]).get("job_id") == refused.job_id:
+                again = message
+        if again:
+            break
+    assert again is not None and again["Attributes"]["ApproximateReceiveCount"] == "2"
+
+
 def test_the_local_batch_needs_no_image_parameter(module_stack) -> None:
     # The image is this checkout locally: the ECR URI parameter (no default) may stay unset.
     context = dataclasses.replace(module_stack.context, parameters={})

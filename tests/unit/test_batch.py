@@ -39,6 +39,7 @@ from jobbridge.errors import DependencyUnavailable, InvalidTransition, StaleAtte
 from jobbridge.lifecycle import JobLifecycle
 from jobbridge.messages import JobMessage
 from jobbridge.models import Job, JobError, Requirements, Route, State
+from jobbridge.queues import Queue
 from jobbridge.registry import load_registry
 from jobbridge.runner import Outcome
 
@@ -75,6 +76,13 @@ class FakeBatch:
 class FakeQueue:
     def __init__(self) -> None:
         self.visibility: list[tuple[str, int]] = []
+        self.sent: list[tuple[str, int]] = []
+
+    def send(self, body: str, delay_s: int = 0) -> None:
+        self.sent.append((body, delay_s))
+
+    def send_again(self, message: JobMessage) -> int:
+        return Queue.send_again(self, message)  # type: ignore[arg-type]  # the real policy over this fake
 
     def change_visibility(self, receipt_handle: str, seconds: int) -> None:
         self.visibility.append((receipt_handle, seconds))
@@ -194,8 +202,7 @@ def test_a_redelivery_while_the_first_submitter_may_still_be_calling_batch_comes
         submitter, batch, batch_job) -> None:
     job = batch_job()
     batch.fail_submit = (DependencyUnavailable("batch", "read timeout"), False)
-    with pytest.raises(DependencyUnavailable):
-        submitter.submit(message_for(job), "rh-1")
+    assert submitter.submit(message_for(job), "rh-1").outcome is SubmitOutcome.RESENT
 
     with pytest.raises(SubmissionInProgress) as raised:
         submitter.submit(message_for(job), "rh-2")
@@ -211,8 +218,7 @@ def test_after_a_crash_between_submit_and_record_the_batch_job_is_found_by_name_
     job = batch_job()
     # Batch accepted the job, but the answer never came back (the submitter timed out or died).
     batch.fail_submit = (DependencyUnavailable("batch", "read timeout"), True)
-    with pytest.raises(DependencyUnavailable):
-        submitter.submit(message_for(job))
+    assert submitter.submit(message_for(job)).outcome is SubmitOutcome.RESENT
     clock.advance(121)
 
     result = submitter.submit(message_for(job))
@@ -225,8 +231,7 @@ def test_after_a_crash_between_submit_and_record_the_batch_job_is_found_by_name_
 def test_after_a_crash_before_submitjob_the_takeover_submits_exactly_once(submitter, batch, batch_job, clock) -> None:
     job = batch_job()
     batch.fail_submit = (DependencyUnavailable("batch", "connect timeout"), False)
-    with pytest.raises(DependencyUnavailable):
-        submitter.submit(message_for(job))
+    assert submitter.submit(message_for(job)).outcome is SubmitOutcome.RESENT
     clock.advance(121)
 
     result = submitter.submit(message_for(job))
@@ -548,3 +553,18 @@ def test_the_container_lifecycle_claims_with_takeover(store, batch_job) -> None:
     again = lifecycle.claim(job.job_id, "batch:b-1", 60, 0)
 
     assert again.attempt == 2
+
+
+def test_an_outage_while_submitting_sends_a_fresh_copy_later_and_spends_no_receive(submitter, batch, batch_job,
+                                                                                  store) -> None:
+    # given Batch unavailable for this SubmitJob (throttled, 5xx, a read timeout with nothing submitted)
+    job = batch_job()
+    batch.fail_submit = (DependencyUnavailable("batch", "submit_job: ThrottlingException"), False)
+    # when the message is handled
+    result = submitter.submit(message_for(job), "rh-1")
+    # then the record is acknowledged and a fresh copy of the message comes back after a short,
+    # growing delay (a receive of the old one would count towards the DLQ: this one starts at 0)
+    assert result.outcome is SubmitOutcome.RESENT
+    ((body, delay),) = submitter.queue.sent
+    again = JobMessage.model_validate_json(body)
+    assert (again.job_id, again.attempt, again.returns) == (job.job_id, 0, 1) and 1 <= delay <= 2

@@ -191,6 +191,7 @@ class SubmitOutcome(str, Enum):
     RECOVERED = "recovered"  # a crashed submitter's Batch job was found by name and recorded
     DUPLICATE = "duplicate"  # this attempt already has its Batch job
     DROPPED = "dropped"  # the job is not waiting for this attempt (claimed, final, moved on, unknown)
+    RESENT = "resent"  # DynamoDB or Batch was unavailable: a fresh copy of the message comes back later
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,21 @@ class BatchSubmitter:
         self.new_token = new_token
 
     def submit(self, message: JobMessage, receipt_handle: str | None = None) -> SubmitResult:
+        """Start this attempt's Batch job, once. Through an outage (DynamoDB or Batch unavailable, a
+        read timeout) the message comes back as a fresh copy after a short backoff: the reservation
+        protocol finds where the first try got to (a reservation without an id is taken over, and
+        a Batch job it did start is found by name)."""
+        try:
+            return self._submit_once(message, receipt_handle)
+        except DependencyUnavailable as exc:
+            if self.queue is None:
+                raise
+            delay = self.queue.send_again(message)  # SQS out too: raises, and the record itself returns
+            log.warning("could not submit through an outage; the message comes back later",
+                        extra={"job_id": message.job_id, "error": str(exc), "retry_in_s": delay})
+            return SubmitResult(SubmitOutcome.RESENT, message.job_id, detail=str(exc))
+
+    def _submit_once(self, message: JobMessage, receipt_handle: str | None) -> SubmitResult:
         name = batch_job_name(message.job_id, message.attempt)
         token = self.new_token()
         try:

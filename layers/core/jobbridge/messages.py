@@ -18,6 +18,7 @@ class JobMessage(BaseModel):
     correlation_id: str | None = None
     timeout_s: int | None = None
     expected_runtime_s: int | None = None
+    returns: int = Field(default=0, ge=0)  # fresh copies sent by consumers through our outages (queues.send_again)
 
     @property
     def time_needed_s(self) -> int:

@@ -57,6 +57,16 @@ class QueueWorker:
             return self._hand_back(message, receipt_handle, needed, budget)
         result = self.runner.run(message.job_id, expected_attempt=message.attempt, time_budget_s=budget,
                                  correlation_id=message.correlation_id)
+        if result.outcome is Outcome.UNSETTLED and result.attempt == 0:
+            # The claim could not be made (DynamoDB unavailable): an outage of ours, so the message
+            # comes back as a fresh copy after a short backoff and spends none of its receives.
+            try:
+                delay = self.queue.send_again(message)
+            except DependencyUnavailable:
+                raise NotSettled(f"job {message.job_id}: {result.detail}") from None
+            log.warning("could not claim through an outage; the message comes back later",
+                        extra={"job_id": message.job_id, "error": result.detail, "retry_in_s": delay})
+            return RunResult(Outcome.HANDED_BACK, message.job_id, detail=result.detail)
         if not result.outcome.acknowledges:
             raise NotSettled(f"job {message.job_id}: {result.detail}")
         return result
