@@ -43,7 +43,7 @@ from pydantic import ValidationError
 from jobbridge.errors import DependencyUnavailable
 from jobbridge.messages import JobMessage
 from jobbridge.models import Job, JobError, Progress
-from jobbridge.queues import Queue
+from jobbridge.queues import Queue, return_delay_s
 from jobbridge.registry import Registry, load_registry
 from jobbridge.runner import Execute, Outcome, Runner, RunnerConfig, RunResult
 
@@ -73,6 +73,7 @@ class _Slot:
     job_id: str | None = None
     stop: str | None = None  # set by the agent: "shutdown" (grace over) or "force"
     pid: int | None = None  # the job's child process, while it runs
+    receives: int = 1  # ApproximateReceiveCount
     received_at: float = field(default_factory=time.monotonic)
     # The same on every try of this message's claim: one whose answer was lost is recognised.
     claim_token: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -298,7 +299,8 @@ class Agent:
             time.sleep(min(0.1, max(0.0, end - time.monotonic())))
 
     def _start(self, message: dict[str, Any]) -> None:
-        slot = _Slot(message_id=message["MessageId"], receipt=message["ReceiptHandle"])
+        slot = _Slot(message_id=message["MessageId"], receipt=message["ReceiptHandle"],
+                     receives=int((message.get("Attributes") or {}).get("ApproximateReceiveCount", 1)))
         slot.thread = threading.Thread(target=self._handle, args=(slot, message.get("Body", "")), daemon=True,
                                        name=f"job-{message['MessageId'][:8]}")
         with self._lock:
@@ -312,10 +314,11 @@ class Agent:
             try:
                 message = JobMessage.model_validate_json(body)
             except ValidationError:
-                # Left alone: after maxReceiveCount receives SQS moves it to the DLQ, whose handler
-                # records the failure if it names a job.
+                # Back after a short backoff (not the message's whole visibility): after maxReceiveCount
+                # receives SQS moves it to the DLQ, whose handler records the failure if it names a job.
                 log.error("malformed message left for the dead-letter queue", extra={"message_id": slot.message_id,
                                                                                      "body": body[:500]})
+                self._release(slot.receipt, None, "malformed", visibility_s=return_delay_s(slot.receives))
                 return
             slot.job_id = message.job_id
             log.info("job received", extra={"job_id": message.job_id, "message_attempt": message.attempt,

@@ -365,6 +365,18 @@ def test_shutdown_releases_a_held_message_unclaimed(make_agent: Callable[..., Ag
     assert queue.visibility[-1] == (receipt, 0) and receipt not in queue.deleted
 
 
+def test_a_malformed_message_comes_back_after_a_short_backoff_for_the_dead_letter_queue(
+        make_agent: Callable[..., Agent], parts: Any) -> None:
+    queue, api, _ = parts
+    queue.pending.append({"MessageId": "m-bad", "ReceiptHandle": "rh-bad", "Body": "not json",
+                          "Attributes": {"ApproximateReceiveCount": "3"}})
+    make_agent()
+    wait_until(lambda: queue.visibility)
+    # its third receive: back after 4-8 s, not after the message's visibility (lease_s, 30 s here)
+    ((receipt, seconds),) = queue.visibility
+    assert receipt == "rh-bad" and 4 <= seconds <= 8 and not queue.deleted and not api.calls
+
+
 # --- shutdown drains ------------------------------------------------------------------------------
 
 
