@@ -124,6 +124,9 @@ class MessageLease:
     def acknowledge_cancel(self, job_id: str, attempt: int) -> Job:
         return self.api.acknowledge_cancel(job_id, attempt)
 
+    def release(self, job_id: str, attempt: int, reason: str) -> Job:
+        return self.api.release(job_id, attempt, reason)
+
     def extend(self, job_id: str) -> bool:
         """ChangeMessageVisibility, at most once per ``min_interval_s`` (progress beats are frequent)."""
         now = self._clock()

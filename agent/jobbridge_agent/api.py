@@ -226,6 +226,12 @@ class AgentApi:
     def acknowledge_cancel(self, job_id: str, attempt: int) -> Job:
         return self._settled(job_id, self._post("cancelled", job_id, {"attempt": attempt}))
 
+    def release(self, job_id: str, attempt: int, reason: str) -> Job:
+        """Hand the job back unfinished (the agent shuts down): QUEUED again, no run spent. The API
+        records the reason as the agent's shutdown; ``reason`` is logged here."""
+        log.info("releasing the job", extra={"job_id": job_id, "attempt": attempt, "reason": reason})
+        return self._settled(job_id, self._post("release", job_id, {"attempt": attempt}))
+
     # --- start-up check ----------------------------------------------------------------------
 
     def probe(self) -> None:

@@ -221,7 +221,7 @@ def test_a_job_taken_over_is_abandoned_without_a_report(world: World) -> None:
 # --- shutdown -----------------------------------------------------------------------------------------
 
 
-def test_shutdown_fails_unfinished_jobs_as_retryable_and_finishes_the_rest(world: World) -> None:
+def test_shutdown_releases_unfinished_jobs_without_spending_an_attempt_and_finishes_the_rest(world: World) -> None:
     agent = world.start_agent(grace_s=10, kill_grace_s=1)  # ample for the 1 s job, even on a loaded machine
     short = world.submit("sleep", {"seconds": 1, "steps": 2})
     long = world.submit("stubborn", {"seconds": 600})
@@ -230,9 +230,11 @@ def test_shutdown_fails_unfinished_jobs_as_retryable_and_finishes_the_rest(world
     assert world.stop_agent(agent) == 0
     assert world.job(short)["state"] == "SUCCEEDED"
     job = world.job(long)
-    assert job["state"] == "QUEUED" and job["attempt"] == 1
-    assert job["error"]["type"] == "AgentShutdown" and job["error"]["retryable"]
-    assert world.messages() == 0  # the retry gets its own message from the bridge
+    # released: QUEUED again at its attempt (the fence), the run not counted, no error recorded
+    assert job["state"] == "QUEUED" and job["attempt"] == 1 and job["error"] is None
+    assert job["history"][-1]["event"] == "released" and "shut down" in job["history"][-1]["detail"]
+    assert world.stack_store().get(long).attempt_budget == job["max_attempts"] + 1
+    assert world.messages() == 0  # the job gets its own fresh message from the bridge
 
 
 # --- start-up checks ----------------------------------------------------------------------------------

@@ -143,6 +143,10 @@ class FakeApi:
         self._record("cancelled", job_id)
         return job(job_id, State.CANCELLED, attempt)
 
+    def release(self, job_id: str, attempt: int, reason: str) -> Job:
+        self._record("release", job_id, reason)
+        return job(job_id, State.QUEUED, attempt, releases=1)
+
 
 class Gate:
     """Execute hook: jobs whose id is gated wait until opened (or until the agent stops them)."""
@@ -393,7 +397,8 @@ def test_shutdown_lets_jobs_finish_within_the_grace_period(make_agent: Callable[
     assert api.actions("job-finishing") == ["claim", "complete"] and receipt in queue.deleted
 
 
-def test_jobs_past_the_grace_period_are_failed_as_retryable(make_agent: Callable[..., Agent], parts: Any) -> None:
+def test_jobs_past_the_grace_period_are_released_without_spending_an_attempt(make_agent: Callable[..., Agent],
+                                                                           parts: Any) -> None:
     queue, api, gate = parts
     gate.gated["job-long"] = threading.Event()  # never opened
     receipt = queue.add("job-long")
@@ -402,10 +407,10 @@ def test_jobs_past_the_grace_period_are_failed_as_retryable(make_agent: Callable
     agent.shutdown()
     wait_until(lambda: hasattr(agent, "exit_code"))
     assert agent.exit_code == 0
-    assert api.actions("job-long") == ["claim", "fail"]
-    error = [d for a, j, d in api.calls if a == "fail"][0]
-    assert error.type == "AgentShutdown" and error.retryable
-    assert receipt in queue.deleted  # the retry gets a fresh message from the bridge
+    assert api.actions("job-long") == ["claim", "release"]  # not "fail": the shutdown is ours, not the job's
+    reason = [d for a, j, d in api.calls if a == "release"][0]
+    assert "AgentShutdown" in reason
+    assert receipt in queue.deleted  # the job gets a fresh message from the bridge
 
 
 def test_second_signal_stops_at_once_without_reporting(make_agent: Callable[..., Agent], parts: Any) -> None:

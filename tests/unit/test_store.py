@@ -515,3 +515,37 @@ def test_the_active_index_holds_only_active_jobs(store, make_job, tenant, clock)
     assert [j["job_id"] for j in store.active_jobs(State.QUEUED, far_future)] == [queued.job_id]
     assert [j["job_id"] for j in store.active_jobs(State.RUNNING, far_future)] == [running.job_id]
     assert list(store.active_jobs(State.RUNNING, iso(clock.now))) == []  # its lease has not lapsed
+
+
+# --- release: a worker shutting down hands its job back without spending an attempt ---------------------
+
+
+def test_release_requeues_the_job_at_its_attempt_for_a_fresh_message(store, running, raw_item) -> None:
+    released = store.release(running.job_id, 1, "agent:a shut down")
+    assert (released.state, released.attempt, released.releases) == (State.QUEUED, 1, 1)
+    assert released.lease_owner is None and released.lease_expires_at is None
+    item = raw_item(running.job_id)
+    assert "dispatched_at" not in item and item["active_state"] == {"S": "QUEUED"}  # the bridge sends it again
+    assert history_events(released)[-1] == "released" and released.history[-1].attempt == 1
+    # the next message names attempt 1: its claim makes attempt 2, the budget counts one run only
+    again = store.claim(running.job_id, "agent:b", LEASE_S, expected_attempt=1)
+    assert (again.attempt, again.attempt_budget) == (2, again.max_attempts + 1)
+
+
+def test_the_released_lease_stays_fenced_out(store, running) -> None:
+    store.release(running.job_id, 1, "shutdown")
+    # a late write of the releasing holder, while the job waits and after another claims it
+    for _ in range(2):
+        for write in (lambda: store.heartbeat(running.job_id, 1, "worker-1", LEASE_S),
+                      lambda: store.complete(running.job_id, 1, {"late": True}),
+                      lambda: store.fail(running.job_id, 1, BOOM, retry_delay_s=0)):
+            with pytest.raises(InvalidTransition):
+                write()
+        if store.get(running.job_id).state is State.QUEUED:
+            store.claim(running.job_id, "worker-2", LEASE_S, expected_attempt=1)
+    assert store.get(running.job_id).lease_owner == "worker-2"
+
+
+def test_release_of_another_attempt_is_refused(store, running) -> None:
+    with pytest.raises(StaleAttempt):
+        store.release(running.job_id, 2, "shutdown")

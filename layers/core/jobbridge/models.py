@@ -130,6 +130,7 @@ class Job(BaseModel):
     data_classification: DataClassification = DataClassification.INTERNAL
     attempt: int = 0
     max_attempts: int = 3
+    releases: int = 0  # attempts handed back unfinished by a worker shutting down (they spend nothing)
     timeout_s: int = 900
     lease_owner: str | None = None
     lease_expires_at: str | None = None
@@ -150,6 +151,13 @@ class Job(BaseModel):
     version: int = 1
     expires_at: int | None = None
     history: list[HistoryEntry] = Field(default_factory=list)
+
+    @property
+    def attempt_budget(self) -> int:
+        """The attempt number up to which the job may still be retried: ``max_attempts`` runs, not
+        counting the attempts released by a worker's shutdown (each release keeps the attempt
+        number for the fence, so the next claim makes attempt + 1 without spending a run)."""
+        return self.max_attempts + self.releases
 
 
 class JobPublic(BaseModel):

@@ -11,6 +11,7 @@ reporting.
       │            ├──JobFailure / Exception──> fail (retry with backoff, or FAILED)
       │            ├──JobCancelled (cancel requested)──> acknowledge_cancel
       │            ├──JobTimeout──> fail (retryable timeout)
+      │            ├──WorkerShutdown (the agent stops)──> release (QUEUED again, no run spent)
       │            └──LeaseLost──> abandon (another worker owns the job)
       └──refused (duplicate, cancelled, final)──> drop the message
 """
@@ -34,6 +35,7 @@ from .errors import (
     JobNotFound,
     StaleAttempt,
     UnknownJobType,
+    WorkerShutdown,
 )
 from .models import Job, JobError, Progress
 from .registry import JobType, Registry
@@ -67,6 +69,7 @@ class Lifecycle(Protocol):
     def complete(self, job_id: str, attempt: int, result: Any) -> Job: ...
     def fail(self, job_id: str, attempt: int, error: JobError, max_attempts: int | None = None, job_type: str | None = None) -> Job: ...
     def acknowledge_cancel(self, job_id: str, attempt: int) -> Job: ...
+    def release(self, job_id: str, attempt: int, reason: str) -> Job: ...
 
 
 Execute = Callable[[JobType, Any, "RunContext"], Any]
@@ -88,6 +91,7 @@ class Outcome(str, Enum):
     DROPPED = "dropped"  # the claim was refused: duplicate delivery, cancelled or final
     ABANDONED = "abandoned"  # the lease was lost to another worker
     UNSETTLED = "unsettled"  # the final write could not be made; the message must come back
+    RELEASED = "released"  # the worker shut down: the job was handed back without spending a run
     HANDED_BACK = "handed_back"  # not started; a fresh copy of the message was sent for another worker
 
     @property
@@ -233,6 +237,8 @@ class Runner:
                 action, payload = "abandon", None
             except JobCancelled:
                 action, payload = ("abandon", None) if state.lease_lost else ("cancel", None)
+            except WorkerShutdown as exc:  # ours, not the job's: handed back without spending a run
+                action, payload = "release", f"{type(exc).__name__}: {exc}"
             except JobTimeout:
                 action, payload = "fail", JobError(type="Timeout", message=f"the attempt ran past {timeout:.0f}s",
                                                    retryable=True)
@@ -263,6 +269,9 @@ class Runner:
                     final = self.lifecycle.complete(job.job_id, job.attempt, payload)
                 elif action == "cancel":
                     final = self.lifecycle.acknowledge_cancel(job.job_id, job.attempt)
+                elif action == "release":
+                    final = self.lifecycle.release(job.job_id, job.attempt, payload)
+                    return RunResult(Outcome.RELEASED, job.job_id, job.attempt, final)
                 else:
                     final = self.lifecycle.fail(job.job_id, job.attempt, payload, job.max_attempts, job.type)
                 return RunResult(_outcome_of(final), job.job_id, job.attempt, final)

@@ -412,6 +412,23 @@ class JobStore:
             detail="stopped after cancel request", **self._fence(attempt),
         )
 
+    def release(self, job_id: str, attempt: int, reason: str) -> Job:
+        """RUNNING -> QUEUED without spending a run: the worker holding ``attempt`` shuts down and
+        hands the job back. The attempt number stays (``releases`` + 1 keeps the budget), the lease
+        is cleared and ``dispatched_at`` removed, so the bridge sends a message for ``attempt`` at
+        once and its claim makes attempt + 1. The fence holds: the releasing holder writes for
+        ``attempt``, which is QUEUED now and, once claimed again, no longer current.
+
+            RUNNING(a, lease L) ──release──> QUEUED(a) ──claim(message a)──> RUNNING(a + 1)
+        """
+        now = iso(self.clock())
+        return self._transition(
+            job_id, action="release", new_state=State.QUEUED,
+            sets={"releases": _Increment(), "active_state": State.QUEUED.value, "due_at": now},
+            removes=("dispatched_at", "not_before", "lease_owner", "lease_expires_at", "heartbeat_at"),
+            event="released", detail=reason[:200], **self._fence(attempt),
+        )
+
     def fail_dead_lettered(self, job_id: str, attempt: int, error: JobError) -> Job | None:
         """QUEUED at ``attempt`` -> FAILED: the message of that attempt was dead-lettered, so the
         job never ran from it. Fenced on the message's attempt and QUEUED: a stale duplicate's
@@ -589,6 +606,10 @@ class JobStore:
         parts = []
         for index, (field, value) in enumerate({**sets, "updated_at": now}.items()):
             names[f"#f{index}"] = field
+            if isinstance(value, _Increment):
+                values[":zero"] = {"N": "0"}
+                parts.append(f"#f{index} = if_not_exists(#f{index}, :zero) + :one")
+                continue
             values[f":v{index}"] = {"S": dump_json(value)} if field == "result" else to_attr(value)
             parts.append(f"#f{index} = :v{index}")
         parts.append("#version = #version + :one")
@@ -671,6 +692,11 @@ class JobStore:
     @staticmethod
     def _decode(item: dict[str, Any]) -> Job:
         return Job.model_validate(decode_item(item))
+
+
+@dataclass(frozen=True)
+class _Increment:
+    """The value of a counter attribute that a write adds one to (``if_not_exists(x, 0) + 1``)."""
 
 
 def _key(job_id: str) -> dict[str, Any]:

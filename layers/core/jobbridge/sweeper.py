@@ -78,7 +78,7 @@ class Sweeper:
             if count >= self.max_items:
                 break
             job_id, attempt = item["job_id"], int(item.get("attempt", 0))
-            max_attempts = int(item.get("max_attempts", 1))
+            max_attempts = int(item.get("max_attempts", 1)) + int(item.get("releases", 0))  # Job.attempt_budget
             lost = JobError(type="LeaseExpired", retryable=True,
                             message=f"no heartbeat from {item.get('lease_owner', 'its worker')} since the lease "
                                     f"lapsed at {item.get('lease_expires_at')} (attempt {attempt} of {max_attempts})")
