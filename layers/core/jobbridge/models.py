@@ -81,6 +81,13 @@ class Requirements(BaseModel):
     expected_runtime_s: int | None = Field(default=None, ge=1, le=14 * 24 * 3600)
 
 
+MIN_QUEUE_WAIT_S = 60
+# The longest a job may wait: the route queues retain messages this long (template.yaml), and the
+# sweeper re-sends a waiting job's message every REDISPATCH_AFTER_S anyway.
+MAX_QUEUE_WAIT_S = 7 * 86400
+DEFAULT_QUEUE_WAIT_S = 3 * 86400
+
+
 class JobCreate(BaseModel):
     """The body of ``POST /jobs``."""
 
@@ -94,6 +101,10 @@ class JobCreate(BaseModel):
     data_classification: DataClassification | None = Field(
         default=None, description="Defaults to the job type's classification"
     )
+    queue_wait_s: int | None = Field(
+        default=None, ge=MIN_QUEUE_WAIT_S, le=MAX_QUEUE_WAIT_S,
+        description="How long the job may wait QUEUED before it fails as QueueWaitExpired (seconds; "
+                    "defaults to the job type's; counted afresh each time it is queued)")
 
 
 class Progress(BaseModel):
@@ -131,6 +142,8 @@ class Job(BaseModel):
     attempt: int = 0
     max_attempts: int = 3
     releases: int = 0  # attempts handed back unfinished by a worker shutting down (they spend nothing)
+    queue_wait_s: int = DEFAULT_QUEUE_WAIT_S
+    queue_deadline: int | None = None  # epoch seconds: past it, a job still QUEUED fails (QueueWaitExpired)
     timeout_s: int = 900
     lease_owner: str | None = None
     lease_expires_at: str | None = None

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from datetime import timedelta
 
 from .dynamo_codec import dump_json
 from .errors import IdempotencyConflict, InvalidParams
@@ -27,7 +26,8 @@ class Submitted:
 
 
 def request_hash(request: JobCreate) -> str:
-    canonical = dump_json(request.model_dump(mode="json"))
+    # A field added later is left out while unset, so a replay of an older request keeps its hash.
+    canonical = dump_json(request.model_dump(mode="json", exclude={"queue_wait_s"} if request.queue_wait_s is None else None))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -54,6 +54,7 @@ class JobService:
         params_json = params.model_dump(mode="json")
         now = self.store.clock()
         digest = request_hash(request)
+        queue_wait_s = request.queue_wait_s or jt.queue_wait_s
         job = Job(
             job_id=idempotent_job_id(tenant, idempotency_key) if idempotency_key else new_job_id(),
             tenant=tenant,
@@ -66,12 +67,13 @@ class JobService:
             data_classification=placement.data_classification,
             max_attempts=jt.max_attempts,
             timeout_s=jt.timeout_s,
+            queue_wait_s=queue_wait_s,
+            queue_deadline=int(now.timestamp()) + queue_wait_s,
             idempotency_key=idempotency_key,
             request_hash=digest,
             correlation_id=correlation_id,
             created_at=iso(now),
             updated_at=iso(now),
-            expires_at=int((now + self.store.retention + timedelta(seconds=jt.timeout_s * jt.max_attempts)).timestamp()),
             history=[HistoryEntry(at=iso(now), state=State.QUEUED, event="submitted", attempt=0, detail=placement.route.value)],
         )
         stored, created = self.store.create(job)

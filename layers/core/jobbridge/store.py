@@ -30,7 +30,7 @@ from .errors import (
     StaleAttempt,
 )
 from .ids import iso, utcnow
-from .models import FINAL_STATES, Job, JobError, Progress, State
+from .models import DEFAULT_QUEUE_WAIT_S, FINAL_STATES, Job, JobError, Progress, State
 
 TENANT_INDEX = "tenant-created-index"
 ACTIVE_INDEX = "active-index"
@@ -251,22 +251,27 @@ class JobStore:
                 raise
         raise InvalidTransition(job_id, "cancel", current, "the job kept changing state; try again")
 
-    def mark_dispatched(self, job_id: str, attempt: int) -> bool:
-        """Record that the job's message for ``attempt`` was sent. False if the job moved on."""
+    def mark_dispatched(self, job_id: str, attempt: int, look_again_at: str | None = None) -> bool:
+        """Record that the job's message for ``attempt`` was sent. False if the job moved on.
+
+        ``look_again_at`` becomes the job's ``due_at`` in the active index: when the sweeper must
+        next look at it (send its message again, or end its queue wait). Until then the sweeper
+        does not read it, however long the backlog of waiting jobs."""
         now = iso(self.clock())
+        expression = "SET dispatched_at = if_not_exists(dispatched_at, :now), updated_at = :now"
+        values = {":now": {"S": now}, ":queued": {"S": State.QUEUED.value}, ":attempt": {"N": str(attempt)}}
+        if look_again_at is not None:
+            expression += ", due_at = :look"
+            values[":look"] = {"S": look_again_at}
         try:
             self._call(
                 "update_item",
                 TableName=self.table_name,
                 Key=_key(job_id),
-                UpdateExpression="SET dispatched_at = if_not_exists(dispatched_at, :now), updated_at = :now",
+                UpdateExpression=expression,
                 ConditionExpression="#state = :queued AND #attempt = :attempt",
                 ExpressionAttributeNames={"#state": "state", "#attempt": "attempt"},
-                ExpressionAttributeValues={
-                    ":now": {"S": now},
-                    ":queued": {"S": State.QUEUED.value},
-                    ":attempt": {"N": str(attempt)},
-                },
+                ExpressionAttributeValues=values,
             )
         except ClientError as exc:
             if _condition_failed(exc):
@@ -429,6 +434,21 @@ class JobStore:
             event="released", detail=reason[:200], **self._fence(attempt),
         )
 
+    def expire_queue_wait(self, job_id: str, attempt: int) -> Job:
+        """QUEUED at ``attempt`` -> FAILED as QueueWaitExpired: nothing claimed the job before its
+        queue-wait deadline. The deadline's passing is part of the condition, so a claim that
+        lands first wins (InvalidTransition), as does a retry that queued it afresh."""
+        now = self.clock()
+        error = JobError(type="QueueWaitExpired", retryable=False, attempt=attempt,
+                         message="no worker claimed the job before its queue-wait deadline")
+        return self._transition(
+            job_id, action="expire queue wait", new_state=State.FAILED,
+            condition="#state = :queued AND #attempt = :attempt AND queue_deadline < :now_s",
+            values={":queued": {"S": State.QUEUED.value}, ":attempt": {"N": str(attempt)},
+                    ":now_s": {"N": str(int(now.timestamp()))}},
+            sets={"error": error.model_dump()}, event="failed", detail=error.message, fenced_attempt=attempt,
+        )
+
     def fail_dead_lettered(self, job_id: str, attempt: int, error: JobError) -> Job | None:
         """QUEUED at ``attempt`` -> FAILED: the message of that attempt was dead-lettered, so the
         job never ran from it. Fenced on the message's attempt and QUEUED: a stale duplicate's
@@ -578,6 +598,8 @@ class JobStore:
                     sets: dict[str, Any] | None = None, removes: tuple[str, ...] = (), **kw: Any) -> Job:
         now = self.clock()
         sets = {"state": new_state.value, **(sets or {})}
+        if new_state is State.QUEUED:
+            sets["queue_deadline"] = _QueueDeadline(int(now.timestamp()))
         if new_state in FINAL_STATES:
             sets["finished_at"] = iso(now)
             sets["expires_at"] = int((now + self.retention).timestamp())
@@ -609,6 +631,12 @@ class JobStore:
             if isinstance(value, _Increment):
                 values[":zero"] = {"N": "0"}
                 parts.append(f"#f{index} = if_not_exists(#f{index}, :zero) + :one")
+                continue
+            if isinstance(value, _QueueDeadline):
+                names["#qw"] = "queue_wait_s"
+                values[":now_epoch"] = {"N": str(value.now_epoch)}
+                values[":default_wait"] = {"N": str(DEFAULT_QUEUE_WAIT_S)}
+                parts.append(f"#f{index} = :now_epoch + if_not_exists(#qw, :default_wait)")
                 continue
             values[f":v{index}"] = {"S": dump_json(value)} if field == "result" else to_attr(value)
             parts.append(f"#f{index} = :v{index}")
@@ -692,6 +720,14 @@ class JobStore:
     @staticmethod
     def _decode(item: dict[str, Any]) -> Job:
         return Job.model_validate(decode_item(item))
+
+
+@dataclass(frozen=True)
+class _QueueDeadline:
+    """A queue-wait deadline counted from ``now_epoch`` by the record's own ``queue_wait_s``
+    (``:now + if_not_exists(queue_wait_s, default)``): each time a job is queued it may wait afresh."""
+
+    now_epoch: int
 
 
 @dataclass(frozen=True)
