@@ -351,6 +351,50 @@ def _messages(stack: RunningStack, queue: str) -> int:
     return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
 
 
+class SwitchableApi:
+    """A front for the stack's API on its own port, as a load balancer in front of an API that is
+    down: while ``down``, every request is answered 503 and never reaches the API. (SIGSTOP on the
+    API would queue the agent's requests in the kernel and replay them all at once when it resumes;
+    moto server applies concurrent conditional writes non-atomically, which DynamoDB never does.)"""
+
+    def __init__(self, target: str) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        import httpx
+
+        self.down = False
+        front = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if front.down:
+                    status, headers, content = 503, {"Content-Type": "application/json"}, b'{"title": "down"}'
+                else:
+                    answer = httpx.post(target + self.path, content=body, timeout=30,
+                                        headers={k: v for k, v in self.headers.items() if k.lower() != "host"})
+                    status, headers, content = answer.status_code, {"Content-Type": answer.headers.get(
+                        "content-type", "application/json")}, answer.content
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 @pytest.mark.timeout(600)  # the outage itself takes 90 s, beside the stack's start
 def test_queued_private_jobs_outlive_an_api_outage_longer_than_five_receives(bare_stack: RunningStack,
                                                                             agents: Any) -> None:
@@ -358,21 +402,22 @@ def test_queued_private_jobs_outlive_an_api_outage_longer_than_five_receives(bar
     # PrivateDLQ, whose handler fails the job) ...
     jobs = [submit(bare_stack, "sleep", {"seconds": 1, "steps": 1}) for _ in range(3)]
     wait_for(lambda: _messages(bare_stack, "PrivateQueue") >= 3, 60, 0.3, "the jobs' messages")
-    api_pid = _api_pid(bare_stack)
-    # ... when the API stops answering and an agent comes up: each claim times out in a second and
-    # was retried after a backoff of at most 1, 2, 4, 8, 16 s, so 90 s is well past five receives'
-    # worth had each failed claim handed its message back
-    os.kill(api_pid, signal.SIGSTOP)
+    front = SwitchableApi(bare_stack.api_url)
     try:
-        agent = agents(concurrency=2, request_timeout_s=1, api_max_attempts=1, wait_s=1)
+        # ... when the API answers 503 to an agent that comes up: a claim fails at once and was
+        # retried after a backoff of at most 1, 2, 4, 8, 16 s, so 90 s is well past five receives'
+        # worth had each failed claim handed its message back
+        front.down = True
+        agent = agents(concurrency=2, api_url=front.url, api_max_attempts=1, wait_s=1)
         wait_for(lambda: agent.logged("could not claim the job; holding its message and trying again"), 60, 0.3,
                  "a claim to fail")
         time.sleep(90)
         assert agent.process.poll() is None
+        front.down = False
+        # then, once the API is back, every job runs, once, on its first attempt, and none was dead-lettered
+        finals = [wait_state(bare_stack, j, "SUCCEEDED", "FAILED", "CANCELLED", timeout=180) for j in jobs]
     finally:
-        os.kill(api_pid, signal.SIGCONT)
-    # then, once the API is back, every job runs, once, on its first attempt, and none was dead-lettered
-    finals = [wait_state(bare_stack, j, "SUCCEEDED", "FAILED", "CANCELLED", timeout=180) for j in jobs]
+        front.close()
     assert [j["state"] for j in finals] == ["SUCCEEDED"] * 3, finals
     assert all(j["attempt"] == 1 and events(j, "claimed") == [agent.owner] for j in finals)
     assert _messages(bare_stack, "PrivateDLQ") == 0
