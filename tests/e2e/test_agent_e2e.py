@@ -352,10 +352,9 @@ def _messages(stack: RunningStack, queue: str) -> int:
 
 
 class SwitchableApi:
-    """A front for the stack's API on its own port, as a load balancer in front of an API that is
-    down: while ``down``, every request is answered 503 and never reaches the API. (SIGSTOP on the
-    API would queue the agent's requests in the kernel and replay them all at once when it resumes;
-    moto server applies concurrent conditional writes non-atomically, which DynamoDB never does.)"""
+    """A front for the stack's API on its own port, as API Gateway in front of an API that is down:
+    while ``down``, every request is answered 503 and never reaches the API (SIGSTOP on the API
+    would queue the agent's timed-out requests in the kernel and replay them all when it resumes)."""
 
     def __init__(self, target: str) -> None:
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -363,11 +362,19 @@ class SwitchableApi:
         import httpx
 
         self.down = False
+        self.lose_claim_answers = False  # forward each job's first claim, then drop its answer
+        self.lost: set[str] = set()
         front = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if front.lose_claim_answers and self.path.endswith("/claim") and self.path not in front.lost:
+                    front.lost.add(self.path)
+                    httpx.post(target + self.path, content=body, timeout=30,
+                               headers={k: v for k, v in self.headers.items() if k.lower() != "host"})
+                    self.close_connection = True  # the claim landed; its answer never arrives
+                    return
                 if front.down:
                     status, headers, content = 503, {"Content-Type": "application/json"}, b'{"title": "down"}'
                 else:
@@ -421,3 +428,25 @@ def test_queued_private_jobs_outlive_an_api_outage_longer_than_five_receives(bar
     assert [j["state"] for j in finals] == ["SUCCEEDED"] * 3, finals
     assert all(j["attempt"] == 1 and events(j, "claimed") == [agent.owner] for j in finals)
     assert _messages(bare_stack, "PrivateDLQ") == 0
+
+
+def job_id_in(path: str) -> str:
+    return path.split("/")[-2]
+
+
+def test_a_claim_whose_answer_is_lost_runs_the_job_once_on_its_first_attempt(bare_stack: RunningStack,
+                                                                             agents: Any) -> None:
+    # given an agent whose every job's first claim lands but whose answer is lost on the way back
+    front = SwitchableApi(bare_stack.api_url)
+    front.lose_claim_answers = True
+    try:
+        agent = agents(concurrency=2, api_url=front.url, api_max_attempts=2)
+        jobs = [submit(bare_stack, "sleep", {"seconds": 1, "steps": 1}) for _ in range(2)]
+        finals = [wait_state(bare_stack, j, "SUCCEEDED", "FAILED", "CANCELLED", timeout=120) for j in jobs]
+    finally:
+        front.close()
+    # then the agent's retry of each claim was answered as made: one claim, one run, attempt 1
+    assert len({path for path in front.lost if job_id_in(path) in jobs}) == 2
+    assert [j["state"] for j in finals] == ["SUCCEEDED"] * 2, finals
+    assert all(j["attempt"] == 1 and events(j, "claimed") == [agent.owner] for j in finals)
+    assert all(events(j, "lease_expired") == [] for j in finals)
