@@ -72,6 +72,15 @@ class FakeBatch:
     def find_jobs_named(self, job_queue: str, name: str) -> list[dict[str, Any]]:
         return [j for j in self.jobs if j["jobName"] == name and j["request"]["jobQueue"] == job_queue]
 
+    def describe_job(self, batch_job_id: str) -> dict[str, Any] | None:
+        """DescribeJobs of one job: its status (``status``, default RUNNABLE), or None once Batch forgot it."""
+        job = next((j for j in self.jobs if j["jobId"] == batch_job_id), None)
+        if job is None or job.get("forgotten"):
+            return None
+        return {"jobId": job["jobId"], "jobName": job["jobName"], "status": job.get("status", "RUNNABLE"),
+                "statusReason": job.get("statusReason", ""), "attempts": [],
+                "container": {"environment": job["request"]["containerOverrides"]["environment"]}}
+
 
 class FakeQueue:
     def __init__(self) -> None:
@@ -568,3 +577,39 @@ def test_an_outage_while_submitting_sends_a_fresh_copy_later_and_spends_no_recei
     ((body, delay),) = submitter.queue.sent
     again = JobMessage.model_validate_json(body)
     assert (again.job_id, again.attempt, again.returns) == (job.job_id, 0, 1) and 1 <= delay <= 2
+
+
+# --- a re-sent message asks Batch what became of its job (the state-change event may be lost) ---------
+
+
+def test_a_waiting_jobs_message_finds_its_batch_job_still_runnable_and_changes_nothing(submitter, batch, batch_job,
+                                                                                      store) -> None:
+    job = batch_job()
+    submitter.submit(message_for(job))
+    result = submitter.submit(message_for(job))  # the sweeper sent the waiting job's message again
+    assert result.outcome is SubmitOutcome.DUPLICATE and batch.submits == 1
+    assert store.get(job.job_id).state is State.QUEUED and store.get(job.job_id).attempt == 0
+
+
+def test_a_batch_job_that_failed_before_its_container_claimed_is_retried_though_its_event_was_lost(
+        submitter, batch, batch_job, store) -> None:
+    job = batch_job()
+    submitter.submit(message_for(job))
+    batch.jobs[0].update(status="FAILED", statusReason="CannotPullContainerError: pull access denied")
+    # when the sweeper re-sends the waiting job's message (its state-change event went to the DLQ)
+    result = submitter.submit(message_for(job))
+    # then Batch is asked, and the attempt is counted and retried as the event would have had it
+    again = store.get(job.job_id)
+    assert result.outcome is SubmitOutcome.RECONCILED
+    assert (again.state, again.attempt) == (State.QUEUED, 1)
+    assert again.error is not None and again.error.type == "BatchCannotPullContainer"
+
+
+def test_a_batch_job_batch_no_longer_knows_is_retried_as_batch_job_lost(submitter, batch, batch_job, store) -> None:
+    job = batch_job()
+    submitter.submit(message_for(job))
+    batch.jobs[0]["forgotten"] = True
+    result = submitter.submit(message_for(job))
+    again = store.get(job.job_id)
+    assert result.outcome is SubmitOutcome.RECONCILED
+    assert (again.state, again.attempt, again.error.type) == (State.QUEUED, 1, "BatchJobLost")

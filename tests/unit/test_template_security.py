@@ -23,7 +23,7 @@ UNAVOIDABLE_STAR = {
        for role in ("ApiFunctionRole", "BridgeFunctionRole", "WorkerFunctionRole", "DeadLetterFunctionRole",
                     "SweeperFunctionRole", "BatchSubmitFunctionRole", "BatchEventsFunctionRole")},
     ("BatchExecutionRole", "EcrAuth"): "ecr:GetAuthorizationToken is account-wide: it has no resource type",
-    ("BatchSubmitFunctionRole", "ListJobs"): "batch:ListJobs supports no resource-level permissions",
+    ("BatchSubmitFunctionRole", "ListJobs"): "batch:ListJobs and batch:DescribeJobs support no resource-level permissions",
 }
 # Managed policies attached to a role, and why (their statements are AWS's, not this template's).
 ALLOWED_MANAGED_POLICIES = {

@@ -45,6 +45,7 @@ from .config import Settings
 from .errors import DependencyUnavailable, InvalidTransition, JobAlreadyFinal, JobBridgeError, JobNotFound, StaleAttempt
 from .ids import parse_iso
 from .lifecycle import JobLifecycle
+from .registry import Registry
 from .messages import JobMessage
 from .models import Job, JobError, State
 from .queues import Queue
@@ -157,6 +158,11 @@ class BatchApi:
     def submit_job(self, **request: Any) -> dict[str, Any]:
         return self._call("submit_job", **request)
 
+    def describe_job(self, batch_job_id: str) -> dict[str, Any] | None:
+        """DescribeJobs for one job, or None when Batch does not (or no longer) know it."""
+        jobs = self._call("describe_jobs", jobs=[batch_job_id]).get("jobs") or []
+        return jobs[0] if jobs else None
+
     def find_jobs_named(self, job_queue: str, name: str) -> list[dict[str, Any]]:
         """Jobs of any status in ``job_queue`` named exactly ``name`` (with a filter, ListJobs
         ignores jobStatus and returns every status: API_ListJobs)."""
@@ -192,6 +198,7 @@ class SubmitOutcome(str, Enum):
     DUPLICATE = "duplicate"  # this attempt already has its Batch job
     DROPPED = "dropped"  # the job is not waiting for this attempt (claimed, final, moved on, unknown)
     RESENT = "resent"  # DynamoDB or Batch was unavailable: a fresh copy of the message comes back later
+    RECONCILED = "reconciled"  # the attempt's Batch job ended unclaimed (its event lost): retried or FAILED
 
 
 @dataclass(frozen=True)
@@ -209,7 +216,8 @@ class BatchSubmitter:
     def __init__(self, store: JobStore, targets: BatchTargets, *, batch: BatchApi | None = None,
                  queue: Queue | None = None, takeover_after_s: float = TAKEOVER_AFTER_S,
                  new_token: Callable[[], str] = lambda: uuid.uuid4().hex,
-                 clock: Callable[[], datetime] | None = None) -> None:
+                 clock: Callable[[], datetime] | None = None, events: "BatchEvents | None" = None,
+                 registry: Registry | None = None) -> None:
         self.store = store
         self.clock = clock or store.clock  # the clock that wrote batch_reserved_at
         self.targets = targets
@@ -217,6 +225,8 @@ class BatchSubmitter:
         self.queue = queue
         self.takeover_after_s = takeover_after_s
         self.new_token = new_token
+        # Settles a Batch job found ended unclaimed (its retry policy: the job type's if registered).
+        self.events = events or BatchEvents(JobLifecycle(store, registry or Registry()))
 
     def submit(self, message: JobMessage, receipt_handle: str | None = None) -> SubmitResult:
         """Start this attempt's Batch job, once. Through an outage (DynamoDB or Batch unavailable, a
@@ -248,9 +258,7 @@ class BatchSubmitter:
     def _already_reserved(self, message: JobMessage, reservation: BatchReservation, token: str,
                           receipt_handle: str | None) -> SubmitResult:
         if reservation.batch_job_id:
-            log.info("duplicate message: this attempt's Batch job exists",
-                     extra={"job_id": message.job_id, "batch_job_id": reservation.batch_job_id})
-            return SubmitResult(SubmitOutcome.DUPLICATE, message.job_id, reservation.batch_job_id, reservation.job_name)
+            return self._ask_batch(message, reservation)
         age = (self.clock() - parse_iso(reservation.reserved_at)).total_seconds() if reservation.reserved_at else float("inf")
         if age < self.takeover_after_s:
             wait = self.takeover_after_s - age
@@ -278,6 +286,31 @@ class BatchSubmitter:
                         extra={"job_id": message.job_id, "batch_job_id": batch_job_id})
             return SubmitResult(SubmitOutcome.RECOVERED, message.job_id, batch_job_id, taken.job_name)
         return self._submit(message, taken, token, SubmitOutcome.SUBMITTED)
+
+    def _ask_batch(self, message: JobMessage, reservation: BatchReservation) -> SubmitResult:
+        """This attempt's Batch job exists and its job still waits for it: a duplicate message, or
+        the sweeper re-sending a job that waited long (BATCH_CHECK_AFTER_S). Ask Batch what became
+        of it: a Batch job that ended (or that Batch no longer knows) while the job is still QUEUED
+        at this attempt never had its container claim it, and its state-change event was lost
+        (BatchEventsDLQ): settle it as BatchEventsFunction would have. A job still RUNNABLE or
+        STARTING is left to run (and to the queue's jobStateTimeLimitActions, then the job's
+        queue-wait deadline)."""
+        batch_job_id = reservation.batch_job_id or ""
+        duplicate = SubmitResult(SubmitOutcome.DUPLICATE, message.job_id, batch_job_id, reservation.job_name)
+        detail = self.batch.describe_job(batch_job_id)
+        if detail is None:
+            detail = {"jobId": batch_job_id, "jobName": reservation.job_name, "status": "FAILED",
+                      "statusReason": "BatchJobLost: Batch no longer knows this job (it ended long ago, unclaimed)"}
+        if detail.get("status") not in ("SUCCEEDED", "FAILED"):
+            log.info("duplicate message: this attempt's Batch job exists",
+                     extra={"job_id": message.job_id, "batch_job_id": batch_job_id, "status": detail.get("status")})
+            return duplicate
+        settled = self.events.handle({"source": "aws.batch", "detail-type": "Batch Job State Change", "detail": detail})
+        if settled.outcome not in (EventOutcome.RETRY_SCHEDULED, EventOutcome.FAILED):
+            return duplicate
+        log.warning("the attempt's Batch job ended unclaimed and its event was lost; settled it",
+                    extra={"job_id": message.job_id, "batch_job_id": batch_job_id, "outcome": settled.outcome.value})
+        return SubmitResult(SubmitOutcome.RECONCILED, message.job_id, batch_job_id, reservation.job_name, settled.detail)
 
     def _submit(self, message: JobMessage, reservation: BatchReservation, token: str,
                 outcome: SubmitOutcome) -> SubmitResult:
@@ -394,6 +427,8 @@ def batch_failure(detail: dict[str, Any]) -> JobError:
     if starts("CannotStartContainerError", "CannotCreateContainerError", "CannotInspectContainerError",
               "ResourceInitializationError", "Task failed to start"):
         return JobError(type="BatchContainerStartFailed", message=message, retryable=True)
+    if starts("BatchJobLost"):
+        return JobError(type="BatchJobLost", message=message, retryable=True)
     if starts("Job attempt duration exceeded timeout"):
         return JobError(type="Timeout", message=message, retryable=True)
     return JobError(type="BatchJobFailed", message=message, retryable=True)

@@ -28,6 +28,9 @@ SQS_MAX_DELAY_S = 900
 # A waiting job's message is sent again this long after the last send (by the sweeper; the claim's
 # fence drops a duplicate): a message lost to retention, a purge or a consumer's bug is replaced.
 REDISPATCH_AFTER_S = 6 * 3600
+# A Batch job's message is sent again sooner: batch_submit then asks Batch (DescribeJobs) what became
+# of the attempt's Batch job, whose state-change event may have been lost (jobbridge.batch).
+BATCH_CHECK_AFTER_S = 15 * 60
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ class Dispatch:
     def look_again_at(self, now: datetime) -> str:
         """When the sweeper must next look at the job once this message is sent: at the next
         re-send, or at its queue-wait deadline if that comes first (its ``due_at``)."""
-        at = now + timedelta(seconds=REDISPATCH_AFTER_S)
+        at = now + timedelta(seconds=BATCH_CHECK_AFTER_S if self.route is Route.BATCH else REDISPATCH_AFTER_S)
         if self.queue_deadline is not None:
             at = min(at, datetime.fromtimestamp(self.queue_deadline, tz=timezone.utc))
         return iso(at)
