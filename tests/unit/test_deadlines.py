@@ -4,7 +4,6 @@ when the sweeper must look at it next (re-send, or its queue-wait deadline), nev
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import pytest
