@@ -18,6 +18,7 @@ from jobbridge.messages import JobMessage
 from jobbridge.models import Route
 from jobbridge.observability import get_logger
 from jobbridge.queues import Queue
+from jobbridge.registry import load_registry
 from jobbridge.store import JobStore
 
 logger = get_logger()
@@ -29,7 +30,9 @@ processor = BatchProcessor(event_type=EventType.SQS)
 def _wiring() -> BatchSubmitter:
     settings = BatchSettings.from_env()
     store = JobStore(settings.table_name, retention_days=settings.retention_days)
-    return BatchSubmitter(store, BatchTargets.from_settings(settings), queue=Queue(settings.queue_url(Route.BATCH)))
+    # The job types' retry policies: an attempt whose Batch job ended unclaimed is retried per its type's.
+    return BatchSubmitter(store, BatchTargets.from_settings(settings), queue=Queue(settings.queue_url(Route.BATCH)),
+                          registry=load_registry(settings.job_modules))
 
 
 def record_handler(record: SQSRecord):

@@ -357,6 +357,30 @@ def test_a_claim_through_an_api_outage_keeps_its_one_receive_and_runs_when_the_a
     assert held and min(held) >= 30  # the message's visibility (lease_s) at least, every time
 
 
+def test_a_refused_credential_holds_the_message_until_the_credential_is_renewed(make_agent: Callable[..., Agent],
+                                                                              parts: Any) -> None:
+    from jobbridge_agent.api import NotAuthorized
+
+    queue, api, _ = parts
+    refusing = {"on": True}
+    real_claim = api.claim
+
+    def claim(job_id: str, *args: Any, **kw: Any) -> Job:
+        if refusing["on"]:
+            api._record("claim", job_id)
+            raise NotAuthorized("api", "claim: HTTP 401: the token expired")
+        return real_claim(job_id, *args, **kw)
+
+    api.claim = claim  # type: ignore[method-assign]
+    receipt = queue.add("job-cred")
+    make_agent(backoff=FAST_BACKOFF)
+    wait_until(lambda: api.actions("job-cred").count("claim") >= 3)
+    refusing["on"] = False  # the operator renewed the token file
+    wait_until(lambda: receipt in queue.deleted)
+    assert api.actions("job-cred")[-1] == "complete"
+    assert all(seconds >= 30 for r, seconds in queue.visibility if r == receipt)  # held, never handed back
+
+
 def test_shutdown_releases_a_held_message_unclaimed(make_agent: Callable[..., Agent], parts: Any) -> None:
     queue, api, _ = parts
     api.down.add("job-held")
