@@ -35,7 +35,7 @@ FINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
 # agent), or a settle that found the job already final (its own earlier write, answered too late).
 STALE_MARKERS = ("fenced out: another attempt owns the job", "heartbeat refused: lease lost", "heartbeat fenced",
                  "lease lost; abandoning", "the lease belongs to another", "job settled elsewhere")
-REDISPATCH_MARKER = "re-dispatched a job the stream missed"
+REDISPATCH_MARKERS = ("re-dispatched a job the stream missed", "sent a waiting job's message again")
 
 
 @dataclass
@@ -357,7 +357,7 @@ def report(stack: SoakStack, plans: list[Plan], submitter: Submitter, items: lis
         "executions_per_job_mean": round(statistics.fmean(executions), 3) if executions else None,
         "executions_per_job_max": max(executions) if executions else None,
         "stale_writes_rejected": _count_log_lines(stack.logs, STALE_MARKERS),
-        "sweeper_recoveries": sweeper_lease_recoveries + _count_log_lines(stack.logs, (REDISPATCH_MARKER,)),
+        "sweeper_recoveries": sweeper_lease_recoveries + _count_log_lines(stack.logs, REDISPATCH_MARKERS),
         "sweeper_lease_recoveries": sweeper_lease_recoveries,
         "dlq_messages": dlq_messages,
         "dead_lettered_jobs": dead_lettered,

@@ -13,7 +13,8 @@ A library class with a lifecycle (signals and logging belong to the CLI)::
 One message, one job::
 
     receive (MaxNumberOfMessages = free slots) ─> claim ─refused─> delete the message
-                                                    ├─API down─> message back after a backoff
+                                                    ├─API down─> hold the message (visibility pushed
+                                                    │            ahead), claim again after a backoff
                                                     └─ok─> run in a child process; heartbeats extend
                                                            the lease (API) and the message's visibility
     settled (succeeded, failed, retry scheduled, cancelled) ─> delete the message
@@ -32,6 +33,7 @@ import logging
 import multiprocessing
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -41,7 +43,7 @@ from pydantic import ValidationError
 from jobbridge.errors import DependencyUnavailable
 from jobbridge.messages import JobMessage
 from jobbridge.models import Job, JobError, Progress
-from jobbridge.queues import Queue
+from jobbridge.queues import Queue, return_delay_s
 from jobbridge.registry import Registry, load_registry
 from jobbridge.runner import Execute, Outcome, Runner, RunnerConfig, RunResult
 
@@ -56,6 +58,10 @@ _QUEUE_MISSING = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"
 _REFUSED = {"AccessDenied", "AccessDeniedException", "InvalidClientTokenId", "SignatureDoesNotMatch",
             "UnrecognizedClientException", "ExpiredToken", "InvalidAccessKeyId", "MissingAuthenticationToken"}
 DRAINING, FORCED = "shutdown", "force"
+# A message's visibility cannot be extended past 12 hours from its receive (ChangeMessageVisibility:
+# https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-visibility-timeout.html);
+# a claim held that long is released, with a margin, and costs that one receive.
+HOLD_LIMIT_S = 12 * 3600 - 300
 
 
 @dataclass
@@ -67,6 +73,10 @@ class _Slot:
     job_id: str | None = None
     stop: str | None = None  # set by the agent: "shutdown" (grace over) or "force"
     pid: int | None = None  # the job's child process, while it runs
+    receives: int = 1  # ApproximateReceiveCount
+    received_at: float = field(default_factory=time.monotonic)
+    # The same on every try of this message's claim: one whose answer was lost is recognised.
+    claim_token: str = field(default_factory=lambda: uuid.uuid4().hex)
     thread: threading.Thread | None = field(default=None, repr=False)
 
 
@@ -85,9 +95,10 @@ class MessageLease:
         self._clock = clock
         self._extended_at = clock()  # the receive set the visibility
 
-    def claim(self, job_id: str, owner: str, lease_s: float, expected_attempt: int | None = None) -> Job:
+    def claim(self, job_id: str, owner: str, lease_s: float, expected_attempt: int | None = None,
+              claim_token: str | None = None) -> Job:
         try:
-            return self.api.claim(job_id, owner, lease_s, expected_attempt)
+            return self.api.claim(job_id, owner, lease_s, expected_attempt, claim_token=claim_token)
         except NotAuthorized as exc:
             _refused(job_id, exc)
             raise
@@ -113,6 +124,9 @@ class MessageLease:
     def acknowledge_cancel(self, job_id: str, attempt: int, *, forced: bool = False) -> Job:
         return self.api.acknowledge_cancel(job_id, attempt)  # the agent reports a cancel the same either way
 
+    def release(self, job_id: str, attempt: int, reason: str) -> Job:
+        return self.api.release(job_id, attempt, reason)
+
     def extend(self, job_id: str) -> bool:
         """ChangeMessageVisibility, at most once per ``min_interval_s`` (progress beats are frequent)."""
         now = self._clock()
@@ -127,6 +141,12 @@ class MessageLease:
             return False
         self._extended_at = now
         return True
+
+
+def _claim_not_made(result: RunResult) -> bool:
+    """The claim's call failed (no answer, 429/5xx, a refused credential): the job is still
+    QUEUED, or RUNNING under a claim whose answer was lost (the API recognises it on the next try)."""
+    return result.outcome is Outcome.UNSETTLED and result.attempt == 0
 
 
 def _refused(job_id: str, exc: NotAuthorized) -> None:
@@ -284,7 +304,8 @@ class Agent:
             time.sleep(min(0.1, max(0.0, end - time.monotonic())))
 
     def _start(self, message: dict[str, Any]) -> None:
-        slot = _Slot(message_id=message["MessageId"], receipt=message["ReceiptHandle"])
+        slot = _Slot(message_id=message["MessageId"], receipt=message["ReceiptHandle"],
+                     receives=int((message.get("Attributes") or {}).get("ApproximateReceiveCount", 1)))
         slot.thread = threading.Thread(target=self._handle, args=(slot, message.get("Body", "")), daemon=True,
                                        name=f"job-{message['MessageId'][:8]}")
         with self._lock:
@@ -298,15 +319,20 @@ class Agent:
             try:
                 message = JobMessage.model_validate_json(body)
             except ValidationError:
-                # Left alone: after maxReceiveCount receives SQS moves it to the DLQ, whose handler
-                # records the failure if it names a job.
+                # Back after a short backoff (not the message's whole visibility): after maxReceiveCount
+                # receives SQS moves it to the DLQ, whose handler records the failure if it names a job.
                 log.error("malformed message left for the dead-letter queue", extra={"message_id": slot.message_id,
                                                                                      "body": body[:500]})
+                self._release(slot.receipt, None, "malformed", visibility_s=return_delay_s(slot.receives))
                 return
             slot.job_id = message.job_id
             log.info("job received", extra={"job_id": message.job_id, "message_attempt": message.attempt,
                                             "correlation_id": message.correlation_id})
             result = self._run(slot, message)
+            while _claim_not_made(result):
+                if not self._hold(slot, message, result):
+                    return
+                result = self._run(slot, message)
             self._after(slot, message, result)
         except Exception:  # noqa: BLE001 - never lose the thread silently; the message returns by itself
             log.exception("unexpected error handling a message", extra={"job_id": slot.job_id,
@@ -321,19 +347,12 @@ class Agent:
                              min_interval_s=cfg.heartbeat_s / 2)
         execute = self._execute_factory(slot) if self._execute_factory else self._process_executor(slot)
         runner = Runner(lease, self._registry, self.runner_config, execute=execute)
-        return runner.run(message.job_id, expected_attempt=message.attempt, correlation_id=message.correlation_id)
+        return runner.run(message.job_id, expected_attempt=message.attempt, correlation_id=message.correlation_id,
+                          claim_token=slot.claim_token)
 
     def _after(self, slot: _Slot, message: JobMessage, result: RunResult) -> None:
         """What the outcome means for the message."""
         extra = {"job_id": message.job_id, "attempt": result.attempt, "outcome": result.outcome.value}
-        if result.outcome is Outcome.UNSETTLED and result.attempt == 0:
-            # Not even claimed: the API is unreachable. Back off, and let the message return when
-            # the agent will try again (the job is still QUEUED; nothing is lost).
-            delay = self._api_failed()
-            log.warning("could not claim the job; the message returns later", extra={**extra, "error": result.detail,
-                                                                                   "retry_in_s": round(delay, 1)})
-            self._release(slot.receipt, message.job_id, "claim failed", visibility_s=max(1, int(delay) + 1))
-            return
         if result.attempt:
             self._api_ok()
         if result.outcome is Outcome.ABANDONED:
@@ -348,10 +367,33 @@ class Agent:
             return
         self._delete(slot.receipt, message.job_id)
 
+    def _hold(self, slot: _Slot, message: JobMessage, result: RunResult) -> bool:
+        """The claim could not be made (the API is down, slow, throttling, or refused the
+        credential): keep the message hidden through a backoff and try again, rather than hand it
+        back. Every receive counts towards the queue's maxReceiveCount, so handing it back on every
+        failed try dead-lettered queued jobs after about a minute of API outage; holding it costs
+        one ChangeMessageVisibility per try and no receive. Returns False when the message was
+        released instead: on shutdown, or near SQS's 12 h limit on one receive's visibility."""
+        delay = self._api_failed()
+        extra = {"job_id": message.job_id, "error": result.detail, "retry_in_s": round(delay, 2)}
+        held_s = time.monotonic() - slot.received_at
+        if held_s + delay + self.config.message_visibility_s >= HOLD_LIMIT_S:
+            log.warning("held the message as long as SQS allows; releasing it", extra={**extra, "held_s": round(held_s)})
+            self._release(slot.receipt, message.job_id, "held too long")
+            return False
+        log.warning("could not claim the job; holding its message and trying again", extra=extra)
+        # Hidden past the wait and the next claim's own time (one receive's visibility).
+        self._hide(slot.receipt, message.job_id, int(delay) + self.config.message_visibility_s)
+        self._pause(delay)
+        if self._stop is not None:
+            self._release(slot.receipt, message.job_id, "the agent is shutting down")
+            return False
+        return True
+
     def _api_failed(self) -> float:
         with self._lock:
             self._api_failures += 1
-            delay = max(1.0, self._backoff.delay(self._api_failures))
+            delay = max(self._backoff.base_s, self._backoff.delay(self._api_failures))
             self._api_retry_at = max(self._api_retry_at, time.monotonic() + delay)
             return delay
 
@@ -371,6 +413,14 @@ class Agent:
                     log.warning("could not delete the message", extra={"job_id": job_id, "error": str(exc)})
                     return
                 time.sleep(self._backoff.delay(retry))
+
+    def _hide(self, receipt: str, job_id: str, visibility_s: int) -> None:
+        try:
+            self._queue.change_visibility(receipt, visibility_s)
+        except DependencyUnavailable as exc:
+            # SQS is out too: the message may return and be received again (one receive counted);
+            # a second copy's claim is refused once this one's lands, and it is deleted then.
+            log.warning("could not keep the message hidden", extra={"job_id": job_id, "error": str(exc)})
 
     def _release(self, receipt: str, job_id: str | None, why: str, visibility_s: int = 0) -> None:
         try:

@@ -166,11 +166,16 @@ class AgentApi:
 
     # --- the Lifecycle protocol -------------------------------------------------------------
 
-    def claim(self, job_id: str, owner: str, lease_s: float, expected_attempt: int | None = None) -> Job:
-        """``owner`` is informational: the API names the owner after the agent's credential."""
+    def claim(self, job_id: str, owner: str, lease_s: float, expected_attempt: int | None = None,
+              claim_token: str | None = None) -> Job:
+        """``owner`` is informational: the API names the owner after the agent's credential.
+        ``claim_token`` lets the API recognise a retry of a claim whose answer was lost."""
         if expected_attempt is None:
             raise ValueError("the agent claims with the attempt in the queue message")
-        data = self._post("claim", job_id, {"attempt": expected_attempt, "lease_s": _lease(lease_s)})
+        body: dict[str, Any] = {"attempt": expected_attempt, "lease_s": _lease(lease_s)}
+        if claim_token is not None:
+            body["claim_token"] = claim_token
+        data = self._post("claim", job_id, body)
         job = Job.model_validate(AgentJob.model_validate(data).model_dump())
         with self._jobs_lock:
             self._jobs[job_id] = job
@@ -220,6 +225,12 @@ class AgentApi:
         # ``forced`` is not sent: the agent stops an ignoring job by killing its process, and the
         # cancellation it reports is the same either way.
         return self._settled(job_id, self._post("cancelled", job_id, {"attempt": attempt}))
+
+    def release(self, job_id: str, attempt: int, reason: str) -> Job:
+        """Hand the job back unfinished (the agent shuts down): QUEUED again, no run spent. The API
+        records the reason as the agent's shutdown; ``reason`` is logged here."""
+        log.info("releasing the job", extra={"job_id": job_id, "attempt": attempt, "reason": reason})
+        return self._settled(job_id, self._post("release", job_id, {"attempt": attempt}))
 
     # --- start-up check ----------------------------------------------------------------------
 

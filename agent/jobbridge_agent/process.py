@@ -33,7 +33,7 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any, Callable
 
-from jobbridge.errors import JobBridgeError, JobCancelled, JobFailure, RetryableError
+from jobbridge.errors import JobBridgeError, JobCancelled, JobFailure, RetryableError, WorkerShutdown
 from jobbridge.registry import JobType
 from jobbridge.runner import JobTimeout, LeaseLost
 
@@ -45,8 +45,8 @@ CANCEL, TIMEOUT, LEASE_LOST, SHUTDOWN, FORCE = "cancel", "timeout", "lease_lost"
 AgentStop = Callable[[], "str | None"]
 
 
-class AgentShutdown(RetryableError):
-    """The agent stopped the attempt on its way down: retried at once elsewhere."""
+class AgentShutdown(WorkerShutdown):
+    """The agent stopped the attempt on its way down: released, and run at once elsewhere."""
 
 
 class JobProcessDied(RetryableError):

@@ -11,6 +11,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from jobbridge.config import get_settings
 from jobbridge.dead_letters import DeadLetters
 from jobbridge.observability import get_logger
+from jobbridge.queues import Queue
 from jobbridge.store import JobStore
 
 logger = get_logger()
@@ -24,9 +25,19 @@ def _dead_letters() -> DeadLetters:
     return DeadLetters(JobStore(settings.table_name, retention_days=settings.retention_days))
 
 
+@lru_cache(maxsize=8)
+def _queue(arn: str) -> Queue:
+    return Queue.of_arn(arn)
+
+
 def record_handler(record: SQSRecord):
     receives = int(record.attributes.approximate_receive_count or 0)
-    outcome = _dead_letters().handle(record.body, receives, source_arn=record.event_source_arn)
+    try:
+        outcome = _dead_letters().handle(record.body, receives, source_arn=record.event_source_arn)
+    except Exception:
+        # DynamoDB unavailable: back in seconds, not after the DLQ's visibility timeout.
+        _queue(record.event_source_arn).return_soon(record.receipt_handle, max(1, receives))
+        raise
     metrics.add_metric(name=f"dead_letter_{outcome}", unit=MetricUnit.Count, value=1)
     return outcome
 

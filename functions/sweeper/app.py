@@ -1,5 +1,6 @@
-"""SweeperFunction's handler (EventBridge schedule): re-dispatch what the stream missed, end
-lapsed leases. See jobbridge.sweeper."""
+"""SweeperFunction's handler (EventBridge schedule): end lapsed leases, end queue waits past their
+deadline, send what the stream missed or what waited past the re-dispatch interval. See
+jobbridge.sweeper."""
 
 from functools import lru_cache
 
@@ -29,8 +30,8 @@ def _sweeper() -> Sweeper:
 @logger.inject_lambda_context(clear_state=True)
 def handler(event, context):
     report = _sweeper().sweep()
-    for name in ("redispatched", "redispatch_failed", "leases_requeued", "leases_failed", "leases_cancelled", "skipped",
-                 "errors"):
+    for name in ("redispatched", "resent", "redispatch_failed", "queue_waits_expired", "leases_requeued",
+                 "leases_failed", "leases_cancelled", "skipped", "errors"):
         metrics.add_metric(name=f"sweeper_{name}", unit=MetricUnit.Count, value=getattr(report, name))
     logger.info("swept", extra={"report": report.__dict__})
     return {k: v for k, v in report.__dict__.items() if k != "job_ids"}

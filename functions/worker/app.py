@@ -39,10 +39,15 @@ def _worker() -> QueueWorker:
 
 
 def record_handler(record: SQSRecord, lambda_context, time: InvocationTime | None = None):
-    message = JobMessage.model_validate_json(record.body)  # a malformed body raises: retried, then dead-lettered
-    logger.append_keys(job_id=message.job_id, correlation_id=message.correlation_id)
-    time = time or InvocationTime(lambda_context.get_remaining_time_in_millis)
-    result = _worker().process(message, record.receipt_handle, time.remaining_s(), time.invocation_s)
+    try:
+        message = JobMessage.model_validate_json(record.body)  # a malformed body raises: retried, then dead-lettered
+        logger.append_keys(job_id=message.job_id, correlation_id=message.correlation_id)
+        time = time or InvocationTime(lambda_context.get_remaining_time_in_millis)
+        result = _worker().process(message, record.receipt_handle, time.remaining_s(), time.invocation_s)
+    except Exception:
+        # Reported failed below (partial batch response): back in seconds, not after the visibility timeout.
+        _worker().queue.return_soon(record.receipt_handle, int(record.attributes.approximate_receive_count or 1))
+        raise
     metrics.add_metric(name=f"jobs_{result.outcome.value}", unit=MetricUnit.Count, value=1)
     return result.outcome.value
 

@@ -113,8 +113,9 @@ class SweeperThread:
 
 @pytest.fixture(scope="module")
 def bare_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    """The API and the bridge, no agent of its own."""
-    stack = start_stack(tmp_path_factory.mktemp("agent-stack"), functions="ApiFunction,BridgeFunction",
+    """The API, the bridge and the dead-letter function (a dead-lettered job is FAILED, as deployed),
+    no agent of its own."""
+    stack = start_stack(tmp_path_factory.mktemp("agent-stack"), functions="ApiFunction,BridgeFunction,DeadLetterFunction",
                         extra_env={"JOBBRIDGE_LOCAL_AGENTS": "0"})
     yield stack
     stack.stop()
@@ -270,7 +271,7 @@ def test_a_frozen_agent_is_fenced_out_after_another_finished_its_job(bare_stack:
     assert claimed_by(bare_stack, job_id) == [stale.owner, other.owner] and len(events(final, "succeeded")) == 1
 
 
-def test_sigterm_drains_finishes_what_it_can_and_hands_back_the_rest(bare_stack: RunningStack, agents: Any) -> None:
+def test_sigterm_drains_finishes_what_it_can_and_releases_the_rest(bare_stack: RunningStack, agents: Any) -> None:
     agent = agents(grace_s=10, kill_grace_s=2, concurrency=2)  # ample for the 1 s job, even on a loaded machine
     short = submit(bare_stack, "sleep", {"seconds": 1, "steps": 2})
     long = submit(bare_stack, "sleep", {"seconds": 300, "steps": 300})
@@ -281,8 +282,10 @@ def test_sigterm_drains_finishes_what_it_can_and_hands_back_the_rest(bare_stack:
     assert agent.logged("agent stopped")
     assert get(bare_stack, short)["state"] == "SUCCEEDED"
     handed_back = get(bare_stack, long)
-    assert handed_back["state"] == "QUEUED" and handed_back["error"]["type"] == "AgentShutdown"
-    # another agent takes it at once (a retry with backoff, not a lapsed lease)
+    # released: QUEUED at its attempt, no error, no run spent (attempt 2 will be its first run's budget)
+    assert handed_back["state"] == "QUEUED" and handed_back["error"] is None
+    assert handed_back["history"][-1]["event"] == "released"
+    # another agent takes it at once (a fresh message, not a lapsed lease)
     other = agents()
     job = wait_for(lambda: (j := get(bare_stack, long))["state"] == "RUNNING" and j["attempt"] == 2 and j, 90, interval=0.3,
                    what="the other agent to take the job")
@@ -347,3 +350,111 @@ def test_the_api_stopped_for_30_s_loses_no_job(bare_stack: RunningStack, agents:
     assert [j["state"] for j in finals] == ["SUCCEEDED"] * 4, finals
     assert all(len(events(j, "succeeded")) == 1 for j in finals), [j["history"] for j in finals]
     assert agent.process.poll() is None
+
+
+def _messages(stack: RunningStack, queue: str) -> int:
+    attributes = stack.aws("sqs").get_queue_attributes(
+        QueueUrl=stack.queue_url(queue),
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+
+class SwitchableApi:
+    """A front for the stack's API on its own port, as API Gateway in front of an API that is down:
+    while ``down``, every request is answered 503 and never reaches the API (SIGSTOP on the API
+    would queue the agent's timed-out requests in the kernel and replay them all when it resumes)."""
+
+    def __init__(self, target: str) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        import httpx
+
+        self.down = False
+        self.lose_claim_answers = False  # forward each job's first claim, then drop its answer
+        self.lost: set[str] = set()
+        front = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if front.lose_claim_answers and self.path.endswith("/claim") and self.path not in front.lost:
+                    front.lost.add(self.path)
+                    httpx.post(target + self.path, content=body, timeout=30,
+                               headers={k: v for k, v in self.headers.items() if k.lower() != "host"})
+                    self.close_connection = True  # the claim landed; its answer never arrives
+                    return
+                if front.down:
+                    status, headers, content = 503, {"Content-Type": "application/json"}, b'{"title": "down"}'
+                else:
+                    answer = httpx.post(target + self.path, content=body, timeout=30,
+                                        headers={k: v for k, v in self.headers.items() if k.lower() != "host"})
+                    status, headers, content = answer.status_code, {"Content-Type": answer.headers.get(
+                        "content-type", "application/json")}, answer.content
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.timeout(600)  # the outage itself takes 90 s, beside the stack's start
+def test_queued_private_jobs_outlive_an_api_outage_longer_than_five_receives(bare_stack: RunningStack,
+                                                                            agents: Any) -> None:
+    # given private jobs waiting in the queue (the template's redrive: MaxReceiveCount 5, then the
+    # PrivateDLQ, whose handler fails the job) ...
+    jobs = [submit(bare_stack, "sleep", {"seconds": 1, "steps": 1}) for _ in range(3)]
+    wait_for(lambda: _messages(bare_stack, "PrivateQueue") >= 3, 60, interval=0.3, what="the jobs' messages")
+    front = SwitchableApi(bare_stack.api_url)
+    try:
+        # ... when the API answers 503 to an agent that comes up: a claim fails at once and was
+        # retried after a backoff of at most 1, 2, 4, 8, 16 s, so 90 s is well past five receives'
+        # worth had each failed claim handed its message back
+        front.down = True
+        agent = agents(concurrency=2, api_url=front.url, api_max_attempts=1, wait_s=1)
+        wait_for(lambda: agent.logged("could not claim the job; holding its message and trying again"), 60, interval=0.3,
+                 what="a claim to fail")
+        time.sleep(90)
+        assert agent.process.poll() is None
+        front.down = False
+        # then, once the API is back, every job runs, once, on its first attempt, and none was dead-lettered
+        finals = [wait_state(bare_stack, j, "SUCCEEDED", "FAILED", "CANCELLED", timeout=180) for j in jobs]
+    finally:
+        front.close()
+    assert [j["state"] for j in finals] == ["SUCCEEDED"] * 3, finals
+    assert all(j["attempt"] == 1 and events(j, "claimed") == [agent.owner] for j in finals)
+    assert _messages(bare_stack, "PrivateDLQ") == 0
+
+
+def job_id_in(path: str) -> str:
+    return path.split("/")[-2]
+
+
+def test_a_claim_whose_answer_is_lost_runs_the_job_once_on_its_first_attempt(bare_stack: RunningStack,
+                                                                             agents: Any) -> None:
+    # given an agent whose every job's first claim lands but whose answer is lost on the way back
+    front = SwitchableApi(bare_stack.api_url)
+    front.lose_claim_answers = True
+    try:
+        agent = agents(concurrency=2, api_url=front.url, api_max_attempts=2)
+        jobs = [submit(bare_stack, "sleep", {"seconds": 1, "steps": 1}) for _ in range(2)]
+        finals = [wait_state(bare_stack, j, "SUCCEEDED", "FAILED", "CANCELLED", timeout=120) for j in jobs]
+    finally:
+        front.close()
+    # then the agent's retry of each claim was answered as made: one claim, one run, attempt 1
+    assert len({path for path in front.lost if job_id_in(path) in jobs}) == 2
+    assert [j["state"] for j in finals] == ["SUCCEEDED"] * 2, finals
+    assert all(j["attempt"] == 1 and events(j, "claimed") == [agent.owner] for j in finals)
+    assert all(events(j, "lease_expired") == [] for j in finals)

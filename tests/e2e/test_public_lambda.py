@@ -107,7 +107,8 @@ def test_a_message_the_worker_cannot_read_is_dead_lettered_and_its_job_failed(st
     # A job recorded without a message, then a malformed message for it (as a bug elsewhere would send).
     job = put_job(stack, state=State.QUEUED, dispatched=True)
     stack.aws("sqs").send_message(QueueUrl=stack.queue_url("PublicLambdaQueue"),
-                                  MessageBody=json.dumps({"job_id": job.job_id, "route": "lambda", "attempt": "?"}))
+                                  MessageBody=json.dumps({"job_id": job.job_id, "route": "lambda", "attempt": 0,
+                                                          "timeout_s": "?"}))  # it names attempt 0: the job's
 
     _, failed = watch(api, job.job_id, timeout=120)
 

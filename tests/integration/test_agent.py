@@ -215,7 +215,7 @@ def test_a_job_taken_over_is_abandoned_without_a_report(world: World) -> None:
 # --- shutdown -----------------------------------------------------------------------------------------
 
 
-def test_shutdown_fails_unfinished_jobs_as_retryable_and_finishes_the_rest(world: World) -> None:
+def test_shutdown_releases_unfinished_jobs_without_spending_an_attempt_and_finishes_the_rest(world: World) -> None:
     agent = world.start_agent(grace_s=10, kill_grace_s=1)  # ample for the 1 s job, even on a loaded machine
     short = world.submit("sleep", {"seconds": 1, "steps": 2})
     long = world.submit("stubborn", {"seconds": 600})
@@ -224,9 +224,11 @@ def test_shutdown_fails_unfinished_jobs_as_retryable_and_finishes_the_rest(world
     assert world.stop_agent(agent) == 0
     assert world.job(short)["state"] == "SUCCEEDED"
     job = world.job(long)
-    assert job["state"] == "QUEUED" and job["attempt"] == 1
-    assert job["error"]["type"] == "AgentShutdown" and job["error"]["retryable"]
-    assert world.messages() == 0  # the retry gets its own message from the bridge
+    # released: QUEUED again at its attempt (the fence), the run not counted, no error recorded
+    assert job["state"] == "QUEUED" and job["attempt"] == 1 and job["error"] is None
+    assert job["history"][-1]["event"] == "released" and "shut down" in job["history"][-1]["detail"]
+    assert world.stack_store().get(long).attempt_budget == job["max_attempts"] + 1
+    assert world.messages() == 0  # the job gets its own fresh message from the bridge
 
 
 # --- start-up checks ----------------------------------------------------------------------------------
@@ -278,3 +280,26 @@ def test_another_agent_cannot_extend_settle_or_cancel_a_claimed_job(world: World
     assert current["state"] == "RUNNING" and current["result"] is None and current["error"] is None
     assert owner.heartbeat(job_id, job.attempt, "ignored", 30).state.value == "RUNNING"
     assert owner.complete(job_id, job.attempt, {"ok": True}).state.value == "SUCCEEDED"
+
+
+def test_an_agent_trying_a_claim_again_gets_the_job_its_lost_answer_claimed(world: World) -> None:
+    from jobbridge.errors import InvalidTransition
+    from jobbridge_agent.api import AgentApi, BearerToken
+
+    def api(agent_id: str) -> AgentApi:
+        return AgentApi(world.api_url, BearerToken(token=tokens.issue_agent_token(agent_id, state_dir=world.state_dir)),
+                        max_attempts=1)
+
+    agent, other = api("claiming-agent"), api("other-agent")
+    job_id = world.submit("sleep", {"seconds": 60})
+    first = agent.claim(job_id, "ignored", 30, expected_attempt=0, claim_token="a" * 32)
+    # when the first answer was lost and the agent tries the same claim again
+    again = agent.claim(job_id, "ignored", 30, expected_attempt=0, claim_token="a" * 32)
+    # then it is answered as made: the same attempt, one claim in the history
+    assert (again.attempt, again.lease_owner) == (first.attempt, first.lease_owner) == (1, "agent:claiming-agent")
+    assert [h["event"] for h in world.job(job_id)["history"]] == ["submitted", "claimed"]
+    # and a copy of the message claimed by anyone else, or by the same agent's other run, is refused
+    for claimant, token in ((agent, "b" * 32), (other, "a" * 32)):
+        with pytest.raises(InvalidTransition):
+            claimant.claim(job_id, "ignored", 30, expected_attempt=0, claim_token=token)
+    world.http.post(f"/jobs/{job_id}/cancel")

@@ -229,6 +229,52 @@ def test_a_cancelled_job_without_a_batch_job_costs_the_bridge_no_batch_call(
         "batchItemFailures": []}
 
 
+def test_a_failed_record_comes_back_in_seconds_not_after_the_queues_visibility_timeout(
+        submit_function, service, module_stack, local_batch) -> None:
+    # given a submission Batch refuses (a queue that does not exist): the record fails
+    queue_arn = gpu_queue(local_batch)
+    _, invoke = submit_function(JOBBRIDGE_BATCH_JOB_QUEUE_GPU=queue_arn.replace("GpuJobQueue", "NoSuchQueue"))
+    refused = service.submit("acme", JobCreate(type="transcode", params={"video_id": "soon", "resolution": "8K"})).job
+    fine = service.submit("acme", JobCreate(type="sleep", params={"seconds": 1200}, target="public")).job
+    records = [delivered(module_stack, message_of(refused))["Records"][0],
+               delivered(module_stack, message_of(fine))["Records"][0]]
+
+    assert invoke({"Records": records})["batchItemFailures"] == [{"itemIdentifier": records[0]["messageId"]}]
+
+    # then its message is received again within seconds (public-batch's visibility timeout is 900 s)
+    sqs, url = module_stack.client("sqs"), module_stack.queue_url(Route.BATCH)
+    again = None
+    for _ in range(3):  # at most 60 s: the first return waits 1-2 s
+        for message in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=20,
+                                           MessageSystemAttributeNames=["ApproximateReceiveCount"]).get("Messages", []):
+            if json.loads(message["Body"]).get("job_id") == refused.job_id:
+                again = message
+        if again:
+            break
+    assert again is not None and again["Attributes"]["ApproximateReceiveCount"] == "2"
+
+
+def test_a_batch_job_that_ended_unclaimed_with_its_event_lost_is_found_when_the_message_comes_again(
+        submit_function, service, module_stack, batch_api, local_batch, stack_store) -> None:
+    # given an attempt's Batch job, cancelled by Batch before its container started (a job queue's
+    # jobStateTimeLimitActions on a RUNNABLE job), whose state-change event never reached BatchEventsFunction
+    _, invoke = submit_function()
+    job = service.submit("acme", JobCreate(type="transcode", params={"video_id": "lost", "resolution": "8K"})).job
+    assert invoke(delivered(module_stack, message_of(job))) == {"batchItemFailures": []}
+    (summary,) = jobs_named(batch_api, local_batch, f"jb-{job.job_id}-1")
+    batch_api.cancel_job(jobId=summary["jobId"], reason="MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT: stuck RUNNABLE")
+    assert batch_api.describe_jobs(jobs=[summary["jobId"]])["jobs"][0]["status"] == "FAILED"
+
+    # when the sweeper sends the waiting job's message again
+    assert invoke(delivered(module_stack, message_of(job))) == {"batchItemFailures": []}
+
+    # then batch_submit asked Batch (DescribeJobs) and counted the attempt: retried, with Batch's reason
+    again = stack_store(module_stack).get(job.job_id)
+    assert (again.state, again.attempt) == (State.QUEUED, 1)
+    assert again.error is not None and "stuck RUNNABLE" in again.error.message
+    assert len(jobs_named(batch_api, local_batch, f"jb-{job.job_id}-1")) == 1  # no second Batch job for it
+
+
 def test_the_local_batch_needs_no_image_parameter(module_stack) -> None:
     # The image is this checkout locally: the ECR URI parameter (no default) may stay unset.
     context = dataclasses.replace(module_stack.context, parameters={})

@@ -67,7 +67,7 @@ def test_a_poison_message_reaches_the_dlq_after_max_receive_count_and_its_job_fa
     store = store_of(stack)
     job = submit(stack)
     max_receive_count = int(stack.template.resolver(stack.context).ref("MaxReceiveCount"))
-    poison = {"job_id": job.job_id, "route": "lambda", "attempt": "first"}  # attempt is not a number
+    poison = {"job_id": job.job_id, "route": "lambda", "attempt": 0, "timeout_s": "soon"}  # not a number
     stack.client("sqs").send_message(QueueUrl=stack.queue_url("PublicLambdaQueue"), MessageBody=json.dumps(poison))
     worker = Recording(stack.function("worker").invoke)
     worker_mapping = poller(stack, "WorkerFunction", "PublicLambdaQueue", worker)
@@ -153,3 +153,35 @@ def test_an_unreadable_or_unknown_dead_letter_is_acknowledged(template_stack, bo
     # nothing to fail, and retrying would not change that: the letter is dropped (and logged)
     assert result.invoked == 1 and len(result.deleted) == 1 and not result.failed
     assert count(stack, "PrivateDLQ") == 0
+
+
+def test_a_stale_dead_letter_does_not_fail_a_job_another_worker_runs(template_stack) -> None:
+    # given attempt 0's message claimed by a healthy worker (RUNNING, attempt 1) ...
+    stack = template_stack()
+    store = store_of(stack)
+    job = submit(stack)
+    running = store.claim(job.job_id, "lambda:healthy", 60, expected_attempt=0)
+    # ... and a duplicate of that message dead-lettered meanwhile (another worker kept failing on it)
+    stack.client("sqs").send_message(
+        QueueUrl=stack.queue_url("PublicLambdaDLQ"),
+        MessageBody=json.dumps({"job_id": job.job_id, "route": "lambda", "attempt": 0}),
+    )
+
+    result = poller(stack, "DeadLetterFunction", "PublicLambdaDLQ", stack.function("dead_letter").invoke).poll_once()
+
+    # then the letter is acknowledged and the running job is untouched
+    assert result.invoked == 1 and len(result.deleted) == 1 and not result.failed
+    assert store.get(job.job_id) == running
+
+
+def test_a_dead_letter_naming_no_attempt_changes_nothing(template_stack) -> None:
+    stack = template_stack()
+    store = store_of(stack)
+    job = submit(stack)
+    stack.client("sqs").send_message(QueueUrl=stack.queue_url("PublicLambdaDLQ"),
+                                     MessageBody=json.dumps({"job_id": job.job_id, "attempt": "first"}))
+
+    result = poller(stack, "DeadLetterFunction", "PublicLambdaDLQ", stack.function("dead_letter").invoke).poll_once()
+
+    assert result.invoked == 1 and len(result.deleted) == 1 and not result.failed
+    assert store.get(job.job_id) == job

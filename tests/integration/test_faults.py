@@ -221,17 +221,34 @@ def test_create_under_throttling_is_unavailable_not_half_done(fresh_stack):
     assert _client(fresh_stack.endpoint_url, "dynamodb").scan(TableName=fresh_stack.table_name)["Count"] == 0
 
 
-def test_a_claim_whose_response_was_lost_is_refused_not_doubled(fresh_stack):
+def test_a_claim_whose_response_was_lost_is_recognised_by_its_retry_not_doubled(fresh_stack):
     plain = JobStore(fresh_stack.table_name, client=_client(fresh_stack.endpoint_url, "dynamodb"))
     job, _ = plain.create(_job())
-    with FaultInjector.from_spec("dynamodb.UpdateItem:timeout=1/1"):
+    with FaultInjector.from_spec("dynamodb.UpdateItem:timeout=1/1") as faults:
         store = JobStore(fresh_stack.table_name, client=_client(fresh_stack.endpoint_url, "dynamodb"))
-        with pytest.raises(InvalidTransition):
-            store.claim(job.job_id, "lambda", 60, expected_attempt=0)
+        # botocore's retry meets the job its own first try claimed: the claim token recognises it
+        claimed = store.claim(job.job_id, "lambda", 60, expected_attempt=0, claim_token="tok-one-run")
+    assert faults.counts == {"dynamodb.UpdateItem:timeout": 1}
     after = plain.get(job.job_id)
-    # The first attempt's claim took effect once: one attempt, one "claimed" entry in the history.
+    assert claimed == after
+    # The first try's claim took effect once: one attempt, one "claimed" entry in the history.
     assert (after.state, after.attempt) == (State.RUNNING, 1)
     assert [h.state for h in after.history] == [State.QUEUED, State.RUNNING]
+
+
+def test_a_claim_whose_response_was_lost_is_refused_to_another_claimant(fresh_stack):
+    plain = JobStore(fresh_stack.table_name, client=_client(fresh_stack.endpoint_url, "dynamodb"))
+    job, _ = plain.create(_job())
+    with FaultInjector.from_spec("dynamodb.UpdateItem:timeout_final=1/1"):
+        store = JobStore(fresh_stack.table_name, client=_client(fresh_stack.endpoint_url, "dynamodb"))
+        with pytest.raises(DependencyUnavailable):
+            store.claim(job.job_id, "lambda", 60, expected_attempt=0, claim_token="tok-lost")
+    # a duplicate of the message, on another worker of the same kind (same owner, its own token)
+    with pytest.raises(InvalidTransition):
+        plain.claim(job.job_id, "lambda", 60, expected_attempt=0, claim_token="tok-other")
+    # the claimant itself, trying again, gets the job it claimed
+    again = plain.claim(job.job_id, "lambda", 60, expected_attempt=0, claim_token="tok-lost")
+    assert (again.state, again.attempt, [h.event for h in again.history]) == (State.RUNNING, 1, ["submitted", "claimed"])
 
 
 # --- the runner's settle under lost answers: still exactly one final state ------------------------------

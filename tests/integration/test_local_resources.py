@@ -130,7 +130,7 @@ def test_route_queues_redrive_to_their_dlqs(template, resolver, resources, sqs) 
             "Attributes"
         ]
         assert int(dlq_attributes["MessageRetentionPeriod"]) == 14 * 86400
-        assert int(attributes["MessageRetentionPeriod"]) == 4 * 86400
+        assert int(attributes["MessageRetentionPeriod"]) == 7 * 86400
 
 
 def test_queue_names_are_the_contract_names(resources) -> None:

@@ -14,6 +14,7 @@ import pytest
 from events import load_event
 from jobbridge.dynamo_codec import item_size
 from jobbridge.limits import DYNAMODB_MAX_ITEM_BYTES
+from jobbridge.ids import iso
 from jobbridge.models import Job, JobCreate, JobError, Route, State
 from jobbridge.registry import load_registry
 from jobbridge.service import JobService
@@ -23,8 +24,8 @@ from jobbridge_local.sqs_poller import SqsMapping, SqsPoller
 pytestmark = pytest.mark.integration
 
 REGISTRY = load_registry()
-NOTHING = {"redispatched": 0, "redispatch_failed": 0, "leases_requeued": 0, "leases_failed": 0, "leases_cancelled": 0,
-           "skipped": 0, "errors": 0}
+NOTHING = {"redispatched": 0, "resent": 0, "redispatch_failed": 0, "queue_waits_expired": 0, "leases_requeued": 0,
+           "leases_failed": 0, "leases_cancelled": 0, "skipped": 0, "errors": 0}
 
 
 def store_of(stack: Any, clock: Any = None) -> JobStore:
@@ -186,3 +187,22 @@ def test_a_lapsed_lease_of_a_job_whose_cancel_was_requested_ends_it_cancelled(te
     assert sweep(stack) == {**NOTHING, "leases_cancelled": 1}
     ended = store.get(job.job_id)
     assert ended.state is State.CANCELLED and ended.error is not None and ended.error.type == "LeaseExpired"
+
+
+def test_a_job_nothing_claimed_within_its_queue_wait_fails_as_queue_wait_expired(template_stack) -> None:
+    # given a job accepted 10 minutes ago with a 2-minute queue wait, dispatched, never claimed
+    # (its message lost: expired, purged, or sitting behind an agent that never came)
+    stack = template_stack()
+    store = store_of(stack)
+    then = datetime.now(timezone.utc) - timedelta(minutes=10)
+    old = store_of(stack, clock=lambda: then)
+    job = JobService(old, REGISTRY).submit("acme", JobCreate(type="echo", params={"n": 1}, target="public",
+                                                             queue_wait_s=120)).job
+    assert old.mark_dispatched(job.job_id, 0, iso(then + timedelta(seconds=120)))  # as the bridge marks it
+
+    report = sweep(stack)
+
+    failed = store.get(job.job_id)
+    assert report == {**NOTHING, "queue_waits_expired": 1}
+    assert failed.state is State.FAILED and failed.error is not None and failed.error.type == "QueueWaitExpired"
+    assert queued_bodies(stack) == []  # nothing sent for a job that is over

@@ -18,6 +18,7 @@ from jobbridge.models import Job, JobError, Progress, Route, State
 from jobbridge.registry import load_registry
 from jobbridge.runner import LeaseLost, execute_inline
 from jobbridge_agent.agent import Agent, MessageLease
+from jobbridge_agent.backoff import Backoff
 from jobbridge_agent.config import load_config
 from jobbridge_agent.process import AgentShutdown
 from timing import wait_for
@@ -87,6 +88,7 @@ class FakeApi:
         self.types: dict[str, str] = {}
         self.params: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, str, Any]] = []
+        self.tokens: list[str | None] = []
         self.lock = threading.Lock()
 
     def _record(self, action: str, job_id: str, detail: Any = None) -> None:
@@ -102,8 +104,10 @@ class FakeApi:
     def close(self) -> None:
         pass
 
-    def claim(self, job_id: str, owner: str, lease_s: float, expected_attempt: int | None = None) -> Job:
+    def claim(self, job_id: str, owner: str, lease_s: float, expected_attempt: int | None = None,
+              claim_token: str | None = None) -> Job:
         self._record("claim", job_id, expected_attempt)
+        self.tokens.append(claim_token)
         if job_id in self.down:
             raise DependencyUnavailable("api", "claim: ConnectionRefusedError")
         if job_id in self.refuse:
@@ -131,6 +135,10 @@ class FakeApi:
     def acknowledge_cancel(self, job_id: str, attempt: int) -> Job:
         self._record("cancelled", job_id)
         return job(job_id, State.CANCELLED, attempt)
+
+    def release(self, job_id: str, attempt: int, reason: str) -> Job:
+        self._record("release", job_id, reason)
+        return job(job_id, State.QUEUED, attempt, releases=1)
 
 
 class Gate:
@@ -173,9 +181,10 @@ def make_agent(parts: tuple[FakeQueue, FakeApi, Gate]) -> Iterator[Callable[...,
     queue, api, gate = parts
     threads: list[tuple[Agent, threading.Thread]] = []
 
-    def make(start: bool = True, **env: str) -> Agent:
+    def make(start: bool = True, backoff: Backoff = Backoff(1.0, 30.0), **env: str) -> Agent:
         config = load_config(None, {**ENV, **{f"JOBBRIDGE_AGENT_{k.upper()}": v for k, v in env.items()}})
-        agent = Agent(config, api=api, queue=queue, poll_queue=queue, registry=REGISTRY, execute_factory=gate.factory)
+        agent = Agent(config, api=api, queue=queue, poll_queue=queue, registry=REGISTRY, execute_factory=gate.factory,
+                      backoff=backoff)
         queue.agent = agent
         agent.check()
         if start:
@@ -306,16 +315,87 @@ def test_lost_lease_abandons_without_reporting_and_leaves_the_message(make_agent
     assert receipt not in queue.deleted and all(r != receipt for r, _ in queue.visibility)
 
 
-def test_unreachable_api_returns_the_message_later_and_pauses_receiving(make_agent: Callable[..., Agent],
-                                                                       parts: Any) -> None:
+FAST_BACKOFF = Backoff(0.02, 0.05)
+
+
+def test_unreachable_api_holds_the_message_and_pauses_receiving(make_agent: Callable[..., Agent],
+                                                                parts: Any) -> None:
     queue, api, _ = parts
     api.down.add("job-wait")
     receipt = queue.add("job-wait")
     agent = make_agent()
     wait_for(lambda: any(r == receipt for r, _ in queue.visibility))
-    (_, seconds), = [v for v in queue.visibility if v[0] == receipt]
-    assert seconds >= 1 and receipt not in queue.deleted
+    # the message stays hidden (its visibility pushed past the next try), it is not handed back
+    assert all(seconds >= agent.config.message_visibility_s for r, seconds in queue.visibility if r == receipt)
+    assert receipt not in queue.deleted
     assert agent._api_failures >= 1 and agent._api_retry_at > 0  # receiving pauses for a backoff
+
+
+def test_a_claim_through_an_api_outage_keeps_its_one_receive_and_runs_when_the_api_is_back(
+        make_agent: Callable[..., Agent], parts: Any) -> None:
+    queue, api, _ = parts
+    # given the API down for several claim tries (each would have been a receive: towards the DLQ)
+    api.down.add("job-held")
+    receipt = queue.add("job-held")
+    make_agent(backoff=FAST_BACKOFF)
+    wait_for(lambda: api.actions("job-held").count("claim") >= 4)
+    # when it is back
+    api.down.discard("job-held")
+    wait_for(lambda: receipt in queue.deleted)
+    # then the job ran from the one receive: the message was held, never made visible again
+    assert api.actions("job-held")[-2:] == ["claim", "complete"]
+    assert len(set(api.tokens)) == 1 and api.tokens[0]  # every try the same claim: a lost answer is recognised
+    assert sum(1 for asked, _ in queue.receives) >= 1
+    held = [seconds for r, seconds in queue.visibility if r == receipt]
+    assert held and min(held) >= 30  # the message's visibility (lease_s) at least, every time
+
+
+def test_a_refused_credential_holds_the_message_until_the_credential_is_renewed(make_agent: Callable[..., Agent],
+                                                                              parts: Any) -> None:
+    from jobbridge_agent.api import NotAuthorized
+
+    queue, api, _ = parts
+    refusing = {"on": True}
+    real_claim = api.claim
+
+    def claim(job_id: str, *args: Any, **kw: Any) -> Job:
+        if refusing["on"]:
+            api._record("claim", job_id)
+            raise NotAuthorized("api", "claim: HTTP 401: the token expired")
+        return real_claim(job_id, *args, **kw)
+
+    api.claim = claim  # type: ignore[method-assign]
+    receipt = queue.add("job-cred")
+    make_agent(backoff=FAST_BACKOFF)
+    wait_for(lambda: api.actions("job-cred").count("claim") >= 3)
+    refusing["on"] = False  # the operator renewed the token file
+    wait_for(lambda: receipt in queue.deleted)
+    assert api.actions("job-cred")[-1] == "complete"
+    assert all(seconds >= 30 for r, seconds in queue.visibility if r == receipt)  # held, never handed back
+
+
+def test_shutdown_releases_a_held_message_unclaimed(make_agent: Callable[..., Agent], parts: Any) -> None:
+    queue, api, _ = parts
+    api.down.add("job-held")
+    receipt = queue.add("job-held")
+    agent = make_agent(backoff=FAST_BACKOFF)
+    wait_for(lambda: api.actions("job-held").count("claim") >= 2)
+    agent.shutdown()
+    wait_for(lambda: hasattr(agent, "exit_code"))
+    assert agent.exit_code == 0
+    assert queue.visibility[-1] == (receipt, 0) and receipt not in queue.deleted
+
+
+def test_a_malformed_message_comes_back_after_a_short_backoff_for_the_dead_letter_queue(
+        make_agent: Callable[..., Agent], parts: Any) -> None:
+    queue, api, _ = parts
+    queue.pending.append({"MessageId": "m-bad", "ReceiptHandle": "rh-bad", "Body": "not json",
+                          "Attributes": {"ApproximateReceiveCount": "3"}})
+    make_agent()
+    wait_for(lambda: queue.visibility)
+    # its third receive: back after 4-8 s, not after the message's visibility (lease_s, 30 s here)
+    ((receipt, seconds),) = queue.visibility
+    assert receipt == "rh-bad" and 4 <= seconds <= 8 and not queue.deleted and not api.calls
 
 
 # --- shutdown drains ------------------------------------------------------------------------------
@@ -334,7 +414,8 @@ def test_shutdown_lets_jobs_finish_within_the_grace_period(make_agent: Callable[
     assert api.actions("job-finishing") == ["claim", "complete"] and receipt in queue.deleted
 
 
-def test_jobs_past_the_grace_period_are_failed_as_retryable(make_agent: Callable[..., Agent], parts: Any) -> None:
+def test_jobs_past_the_grace_period_are_released_without_spending_an_attempt(make_agent: Callable[..., Agent],
+                                                                           parts: Any) -> None:
     queue, api, gate = parts
     gate.gated["job-long"] = threading.Event()  # never opened
     receipt = queue.add("job-long")
@@ -343,10 +424,10 @@ def test_jobs_past_the_grace_period_are_failed_as_retryable(make_agent: Callable
     agent.shutdown()
     wait_for(lambda: hasattr(agent, "exit_code"))
     assert agent.exit_code == 0
-    assert api.actions("job-long") == ["claim", "fail"]
-    error = [d for a, j, d in api.calls if a == "fail"][0]
-    assert error.type == "AgentShutdown" and error.retryable
-    assert receipt in queue.deleted  # the retry gets a fresh message from the bridge
+    assert api.actions("job-long") == ["claim", "release"]  # not "fail": the shutdown is ours, not the job's
+    reason = [d for a, j, d in api.calls if a == "release"][0]
+    assert "AgentShutdown" in reason
+    assert receipt in queue.deleted  # the job gets a fresh message from the bridge
 
 
 def test_second_signal_stops_at_once_without_reporting(make_agent: Callable[..., Agent], parts: Any) -> None:

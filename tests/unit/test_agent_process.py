@@ -137,11 +137,13 @@ def test_lost_lease_stops_without_a_report(context: Any, pids: list[int]) -> Non
         run(executor(context, pids, kill_grace_s=0.5), "stubborn", {"seconds": 600}, ctx)
 
 
-def test_agent_shutdown_fails_the_attempt_as_retryable(context: Any, pids: list[int]) -> None:
+def test_agent_shutdown_stops_the_attempt_as_a_release(context: Any, pids: list[int]) -> None:
+    from jobbridge.errors import WorkerShutdown
+
     with pytest.raises(AgentShutdown) as caught:
         run(executor(context, pids, kill_grace_s=0.5, agent_stop=lambda: "shutdown"), "stubborn", {"seconds": 600},
             FakeCtx())
-    assert caught.value.retryable
+    assert isinstance(caught.value, WorkerShutdown)  # the runner releases the job: no attempt spent
 
 
 def test_forced_stop_kills_at_once(context: Any, pids: list[int]) -> None:

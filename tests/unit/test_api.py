@@ -271,8 +271,17 @@ def test_a_forbidden_placement_is_422_saying_why(client, auth, items, request_bo
     assert items() == []
 
 
+@pytest.mark.parametrize("wait, bound", [(59, "60"), (7 * 86400 + 1, "604800")])
+def test_a_queue_wait_outside_its_bounds_is_422_naming_the_bound(client, auth, items, wait, bound) -> None:
+    body = assert_problem(submit(client, auth(), type="echo", queue_wait_s=wait), 422, "validation")
+    assert body["errors"][0]["loc"] == ["body", "queue_wait_s"]
+    assert bound in body["errors"][0]["msg"]
+    assert items() == []
+
+
 @pytest.mark.parametrize("field, value", [("state", "SUCCEEDED"), ("tenant", "globex"), ("attempt", 3),
-                                          ("lease_owner", "me"), ("created_at", "2020-01-01T00:00:00.000Z")])
+                                          ("lease_owner", "me"), ("created_at", "2020-01-01T00:00:00.000Z"),
+                                          ("queue_deadline", 1), ("releases", 1), ("claim_token", "t" * 32)])
 def test_a_server_owned_field_in_the_body_is_422_naming_it(client, auth, items, field, value) -> None:
     body = assert_problem(client.post("/jobs", json={"type": "echo", field: value}, headers=auth()), 422)
     assert body["errors"][0]["loc"] == ["body", field]

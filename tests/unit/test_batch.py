@@ -44,6 +44,7 @@ from jobbridge.errors import DependencyUnavailable, InvalidTransition, StaleAtte
 from jobbridge.lifecycle import JobLifecycle
 from jobbridge.messages import JobMessage
 from jobbridge.models import Job, JobError, Requirements, Route, State
+from jobbridge.queues import Queue
 from jobbridge.registry import load_registry
 from jobbridge.runner import Outcome
 
@@ -83,10 +84,26 @@ class FakeBatch:
     def terminate_job(self, batch_job_id: str, reason: str) -> None:
         self.terminated.append((batch_job_id, reason))
 
+    def describe_job(self, batch_job_id: str) -> dict[str, Any] | None:
+        """DescribeJobs of one job: its status (``status``, default RUNNABLE), or None once Batch forgot it."""
+        job = next((j for j in self.jobs if j["jobId"] == batch_job_id), None)
+        if job is None or job.get("forgotten"):
+            return None
+        return {"jobId": job["jobId"], "jobName": job["jobName"], "status": job.get("status", "RUNNABLE"),
+                "statusReason": job.get("statusReason", ""), "attempts": [],
+                "container": {"environment": job["request"]["containerOverrides"]["environment"]}}
+
 
 class FakeQueue:
     def __init__(self) -> None:
         self.visibility: list[tuple[str, int]] = []
+        self.sent: list[tuple[str, int]] = []
+
+    def send(self, body: str, delay_s: int = 0) -> None:
+        self.sent.append((body, delay_s))
+
+    def send_again(self, message: JobMessage) -> int:
+        return Queue.send_again(self, message)  # type: ignore[arg-type]  # the real policy over this fake
 
     def change_visibility(self, receipt_handle: str, seconds: int) -> None:
         self.visibility.append((receipt_handle, seconds))
@@ -241,8 +258,7 @@ def test_a_redelivery_while_the_first_submitter_may_still_be_calling_batch_comes
         submitter, batch, batch_job) -> None:
     job = batch_job()
     batch.fail_submit = (DependencyUnavailable("batch", "read timeout"), False)
-    with pytest.raises(DependencyUnavailable):
-        submitter.submit(message_for(job), "rh-1")
+    assert submitter.submit(message_for(job), "rh-1").outcome is SubmitOutcome.RESENT
 
     with pytest.raises(SubmissionInProgress) as raised:
         submitter.submit(message_for(job), "rh-2")
@@ -258,8 +274,7 @@ def test_after_a_crash_between_submit_and_record_the_batch_job_is_found_by_name_
     job = batch_job()
     # Batch accepted the job, but the answer never came back (the submitter timed out or died).
     batch.fail_submit = (DependencyUnavailable("batch", "read timeout"), True)
-    with pytest.raises(DependencyUnavailable):
-        submitter.submit(message_for(job))
+    assert submitter.submit(message_for(job)).outcome is SubmitOutcome.RESENT
     clock.advance(121)
 
     result = submitter.submit(message_for(job))
@@ -272,8 +287,7 @@ def test_after_a_crash_between_submit_and_record_the_batch_job_is_found_by_name_
 def test_after_a_crash_before_submitjob_the_takeover_submits_exactly_once(submitter, batch, batch_job, clock) -> None:
     job = batch_job()
     batch.fail_submit = (DependencyUnavailable("batch", "connect timeout"), False)
-    with pytest.raises(DependencyUnavailable):
-        submitter.submit(message_for(job))
+    assert submitter.submit(message_for(job)).outcome is SubmitOutcome.RESENT
     clock.advance(121)
 
     result = submitter.submit(message_for(job))
@@ -676,3 +690,54 @@ def test_forbid_inspection_makes_the_process_non_dumpable() -> None:
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "0"  # PR_GET_DUMPABLE: 0, /proc/<pid>/* readable by root only
+
+
+def test_an_outage_while_submitting_sends_a_fresh_copy_later_and_spends_no_receive(submitter, batch, batch_job,
+                                                                                  store) -> None:
+    # given Batch unavailable for this SubmitJob (throttled, 5xx, a read timeout with nothing submitted)
+    job = batch_job()
+    batch.fail_submit = (DependencyUnavailable("batch", "submit_job: ThrottlingException"), False)
+    # when the message is handled
+    result = submitter.submit(message_for(job), "rh-1")
+    # then the record is acknowledged and a fresh copy of the message comes back after a short,
+    # growing delay (a receive of the old one would count towards the DLQ: this one starts at 0)
+    assert result.outcome is SubmitOutcome.RESENT
+    ((body, delay),) = submitter.queue.sent
+    again = JobMessage.model_validate_json(body)
+    assert (again.job_id, again.attempt, again.returns) == (job.job_id, 0, 1) and 1 <= delay <= 2
+
+
+# --- a re-sent message asks Batch what became of its job (the state-change event may be lost) ---------
+
+
+def test_a_waiting_jobs_message_finds_its_batch_job_still_runnable_and_changes_nothing(submitter, batch, batch_job,
+                                                                                      store) -> None:
+    job = batch_job()
+    submitter.submit(message_for(job))
+    result = submitter.submit(message_for(job))  # the sweeper sent the waiting job's message again
+    assert result.outcome is SubmitOutcome.DUPLICATE and batch.submits == 1
+    assert store.get(job.job_id).state is State.QUEUED and store.get(job.job_id).attempt == 0
+
+
+def test_a_batch_job_that_failed_before_its_container_claimed_is_retried_though_its_event_was_lost(
+        submitter, batch, batch_job, store) -> None:
+    job = batch_job()
+    submitter.submit(message_for(job))
+    batch.jobs[0].update(status="FAILED", statusReason="CannotPullContainerError: pull access denied")
+    # when the sweeper re-sends the waiting job's message (its state-change event went to the DLQ)
+    result = submitter.submit(message_for(job))
+    # then Batch is asked, and the attempt is counted and retried as the event would have had it
+    again = store.get(job.job_id)
+    assert result.outcome is SubmitOutcome.RECONCILED
+    assert (again.state, again.attempt) == (State.QUEUED, 1)
+    assert again.error is not None and again.error.type == "BatchCannotPullContainer"
+
+
+def test_a_batch_job_batch_no_longer_knows_is_retried_as_batch_job_lost(submitter, batch, batch_job, store) -> None:
+    job = batch_job()
+    submitter.submit(message_for(job))
+    batch.jobs[0]["forgotten"] = True
+    result = submitter.submit(message_for(job))
+    again = store.get(job.job_id)
+    assert result.outcome is SubmitOutcome.RECONCILED
+    assert (again.state, again.attempt, again.error.type) == (State.QUEUED, 1, "BatchJobLost")

@@ -383,9 +383,25 @@ def test_acknowledge_cancel_stops_a_running_job(store, running, raw_item) -> Non
     assert history_events(job) == ["submitted", "claimed", "cancel_requested", "cancelled"]
 
 
-def test_fail_unless_final_fails_an_active_job(store, queued) -> None:
-    job = store.fail_unless_final(queued.job_id, JobError(type="DeadLetter", message="dead-lettered"))
+def test_a_dead_letter_fails_the_job_queued_at_its_attempt(store, queued) -> None:
+    job = store.fail_dead_lettered(queued.job_id, 0, JobError(type="DeadLetter", message="dead-lettered"))
     assert job is not None and job.state is State.FAILED
+    assert job.history[-1].event == "failed" and job.history[-1].attempt == 0
+
+
+def test_a_stale_dead_letter_leaves_a_job_another_worker_runs_alone(store, running, raw_item) -> None:
+    # given a duplicate of attempt 0's message, dead-lettered while attempt 1 runs healthily
+    before = raw_item(running.job_id)
+    # when its dead letter is applied, then nothing changes
+    assert store.fail_dead_lettered(running.job_id, 0, JobError(type="DeadLetter", message="stale")) is None
+    assert raw_item(running.job_id) == before
+
+
+def test_a_stale_dead_letter_leaves_a_job_queued_for_a_later_attempt_alone(store, running, raw_item) -> None:
+    store.fail(running.job_id, 1, BOOM, retry_delay_s=0)  # QUEUED for attempt 1's message now
+    before = raw_item(running.job_id)
+    assert store.fail_dead_lettered(running.job_id, 0, JobError(type="DeadLetter", message="stale")) is None
+    assert raw_item(running.job_id) == before
 
 
 def test_a_retried_job_can_be_claimed_again_and_completed(store, running) -> None:
@@ -468,7 +484,7 @@ def test_final_states_ignore_dispatch_and_dead_letter_writes(store, running, raw
     before = raw_item(running.job_id)
 
     assert store.mark_dispatched(running.job_id, 1) is False
-    assert store.fail_unless_final(running.job_id, JobError(type="DeadLetter", message="late")) is None
+    assert store.fail_dead_lettered(running.job_id, 1, JobError(type="DeadLetter", message="late")) is None
     assert raw_item(running.job_id) == before
 
 
@@ -661,3 +677,47 @@ def test_a_result_that_is_not_unicode_text_fails_the_job_instead_of_breaking_its
     assert settled.state is State.FAILED and settled.result is None
     assert settled.error is not None and settled.error.type == "ResultNotJSON" and "surrogate" in settled.error.message
     JobPublic.of(store.get(job.job_id)).model_dump_json().encode("utf-8")
+
+
+# --- release: a worker shutting down hands its job back without spending an attempt ---------------------
+
+
+def test_release_requeues_the_job_at_its_attempt_for_a_fresh_message(store, running, raw_item) -> None:
+    released = store.release(running.job_id, 1, "agent:a shut down")
+    assert (released.state, released.attempt, released.releases) == (State.QUEUED, 1, 1)
+    assert released.lease_owner is None and released.lease_expires_at is None
+    item = raw_item(running.job_id)
+    assert "dispatched_at" not in item and item["active_state"] == {"S": "QUEUED"}  # the bridge sends it again
+    assert history_events(released)[-1] == "released" and released.history[-1].attempt == 1
+    # the next message names attempt 1: its claim makes attempt 2, the budget counts one run only
+    again = store.claim(running.job_id, "agent:b", LEASE_S, expected_attempt=1)
+    assert (again.attempt, again.attempt_budget) == (2, again.max_attempts + 1)
+
+
+def test_the_released_lease_stays_fenced_out(store, running) -> None:
+    store.release(running.job_id, 1, "shutdown")
+    # a late write of the releasing holder, while the job waits and after another claims it
+    for _ in range(2):
+        for write in (lambda: store.heartbeat(running.job_id, 1, "worker-1", LEASE_S),
+                      lambda: store.complete(running.job_id, 1, {"late": True}),
+                      lambda: store.fail(running.job_id, 1, BOOM, retry_delay_s=0)):
+            with pytest.raises(InvalidTransition):
+                write()
+        if store.get(running.job_id).state is State.QUEUED:
+            store.claim(running.job_id, "worker-2", LEASE_S, expected_attempt=1)
+    assert store.get(running.job_id).lease_owner == "worker-2"
+
+
+def test_release_of_another_attempt_is_refused(store, running) -> None:
+    with pytest.raises(StaleAttempt):
+        store.release(running.job_id, 2, "shutdown")
+
+
+def test_release_of_a_job_whose_cancel_was_requested_ends_it_cancelled(store, running) -> None:
+    # a worker shutting down after the tenant asked to cancel: the job must not be queued to run again
+    store.cancel(running.job_id, running.tenant)
+
+    ended = store.release(running.job_id, 1, "agent:a shut down")
+
+    assert ended.state is State.CANCELLED and ended.releases == 0
+    assert history_events(ended)[-1] == "cancelled"

@@ -24,7 +24,7 @@ UNAVOIDABLE_STAR = {
        for role in ("ApiFunctionRole", "BridgeFunctionRole", "WorkerFunctionRole", "DeadLetterFunctionRole",
                     "SweeperFunctionRole", "BatchSubmitFunctionRole", "BatchEventsFunctionRole")},
     ("BatchExecutionRole", "EcrAuth"): "ecr:GetAuthorizationToken is account-wide: it has no resource type",
-    ("BatchSubmitFunctionRole", "ListJobs"): "batch:ListJobs supports no resource-level permissions",
+    ("BatchSubmitFunctionRole", "ListJobs"): "batch:ListJobs and batch:DescribeJobs support no resource-level permissions",
 }
 # Managed policies attached to a role, and why (their statements are AWS's, not this template's).
 ALLOWED_MANAGED_POLICIES = {
@@ -143,6 +143,13 @@ ROUTE_QUEUES = {
     "PrivateQueue": ("PrivateQueuePolicy", "AgentRole"),
 }
 SENDERS = ["BridgeFunctionRole", "SweeperFunctionRole"]
+
+
+def senders(queue: str) -> list[str]:
+    """The bridge and the sweeper; on a public queue also its consumer, which sends a fresh copy of a
+    message it could not handle through an outage of ours (the agent holds its message instead)."""
+    consumer = ROUTE_QUEUES[queue][1]
+    return sorted(SENDERS + ([consumer] if consumer != "AgentRole" else []))
 SEND = {"sqs:SendMessage", "sqs:SendMessageBatch"}
 
 
@@ -179,8 +186,8 @@ def test_only_the_routes_consumer_is_granted_to_consume_its_queue(queue):
 
 
 @pytest.mark.parametrize("queue", sorted(ROUTE_QUEUES))
-def test_only_the_bridge_and_the_sweeper_are_granted_to_send_to_a_route_queue(queue):
-    assert identity_grants(SEND, queue) == set(SENDERS)
+def test_only_the_bridge_the_sweeper_and_a_public_consumer_are_granted_to_send_to_a_route_queue(queue):
+    assert identity_grants(SEND, queue) == set(senders(queue))
 
 
 @pytest.mark.parametrize("queue", sorted(ROUTE_QUEUES))
@@ -192,11 +199,11 @@ def test_the_queue_policy_denies_consuming_to_everyone_but_the_routes_consumer(q
 
 
 @pytest.mark.parametrize("queue", sorted(ROUTE_QUEUES))
-def test_the_queue_policy_denies_sending_to_everyone_but_the_bridge_and_the_sweeper(queue):
+def test_the_queue_policy_denies_sending_to_everyone_but_the_bridge_the_sweeper_and_a_public_consumer(queue):
     # sqs:SendMessage also governs SendMessageBatch (SQS authorizes the batch as its single action)
     send = [st for st in queue_policy_denies(queue) if "sqs:SendMessage" in as_list(st["Action"])]
     assert len(send) == 1, send
-    assert sorted(exempt_roles(send[0])) == SENDERS
+    assert sorted(exempt_roles(send[0])) == senders(queue)
 
 
 def test_the_agent_role_holds_nothing_but_the_private_queue_and_the_agent_routes():

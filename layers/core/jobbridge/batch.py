@@ -59,6 +59,7 @@ from .errors import (
 )
 from .ids import parse_iso
 from .lifecycle import JobLifecycle
+from .registry import Registry
 from .messages import JobMessage
 from .models import Job, JobError, Requirements, State
 from .queues import Queue
@@ -216,6 +217,11 @@ class BatchApi:
         https://docs.aws.amazon.com/batch/latest/APIReference/API_TerminateJob.html"""
         self._call("terminate_job", jobId=batch_job_id, reason=reason[:1024])
 
+    def describe_job(self, batch_job_id: str) -> dict[str, Any] | None:
+        """DescribeJobs for one job, or None when Batch does not (or no longer) know it."""
+        jobs = self._call("describe_jobs", jobs=[batch_job_id]).get("jobs") or []
+        return jobs[0] if jobs else None
+
     def find_jobs_named(self, job_queue: str, name: str) -> list[dict[str, Any]]:
         """Jobs of any status in ``job_queue`` named exactly ``name`` (with a filter, ListJobs
         ignores jobStatus and returns every status: API_ListJobs)."""
@@ -251,6 +257,8 @@ class SubmitOutcome(str, Enum):
     DUPLICATE = "duplicate"  # this attempt already has its Batch job
     DROPPED = "dropped"  # the job is not waiting for this attempt (claimed, final, moved on, unknown)
     REFUSED = "refused"  # the job is not a batch job (the route fence): no Batch job may run it
+    RESENT = "resent"  # DynamoDB or Batch was unavailable: a fresh copy of the message comes back later
+    RECONCILED = "reconciled"  # the attempt's Batch job ended unclaimed (its event lost): retried or FAILED
 
 
 @dataclass(frozen=True)
@@ -268,7 +276,8 @@ class BatchSubmitter:
     def __init__(self, store: JobStore, targets: BatchTargets, *, batch: BatchApi | None = None,
                  queue: Queue | None = None, takeover_after_s: float = TAKEOVER_AFTER_S,
                  new_token: Callable[[], str] = lambda: uuid.uuid4().hex,
-                 clock: Callable[[], datetime] | None = None) -> None:
+                 clock: Callable[[], datetime] | None = None, events: "BatchEvents | None" = None,
+                 registry: Registry | None = None) -> None:
         self.store = store
         self.clock = clock or store.clock  # the clock that wrote batch_reserved_at
         self.targets = targets
@@ -276,8 +285,25 @@ class BatchSubmitter:
         self.queue = queue
         self.takeover_after_s = takeover_after_s
         self.new_token = new_token
+        # Settles a Batch job found ended unclaimed (its retry policy: the job type's if registered).
+        self.events = events or BatchEvents(JobLifecycle(store, registry or Registry()))
 
     def submit(self, message: JobMessage, receipt_handle: str | None = None) -> SubmitResult:
+        """Start this attempt's Batch job, once. Through an outage (DynamoDB or Batch unavailable, a
+        read timeout) the message comes back as a fresh copy after a short backoff: the reservation
+        protocol finds where the first try got to (a reservation without an id is taken over, and
+        a Batch job it did start is found by name)."""
+        try:
+            return self._submit_once(message, receipt_handle)
+        except DependencyUnavailable as exc:
+            if self.queue is None:
+                raise
+            delay = self.queue.send_again(message)  # SQS out too: raises, and the record itself returns
+            log.warning("could not submit through an outage; the message comes back later",
+                        extra={"job_id": message.job_id, "error": str(exc), "retry_in_s": delay})
+            return SubmitResult(SubmitOutcome.RESENT, message.job_id, detail=str(exc))
+
+    def _submit_once(self, message: JobMessage, receipt_handle: str | None) -> SubmitResult:
         name = batch_job_name(message.job_id, message.attempt)
         token = self.new_token()
         try:
@@ -296,9 +322,7 @@ class BatchSubmitter:
     def _already_reserved(self, message: JobMessage, reservation: BatchReservation, token: str,
                           receipt_handle: str | None) -> SubmitResult:
         if reservation.batch_job_id:
-            log.info("duplicate message: this attempt's Batch job exists",
-                     extra={"job_id": message.job_id, "batch_job_id": reservation.batch_job_id})
-            return SubmitResult(SubmitOutcome.DUPLICATE, message.job_id, reservation.batch_job_id, reservation.job_name)
+            return self._ask_batch(message, reservation)
         age = (self.clock() - parse_iso(reservation.reserved_at)).total_seconds() if reservation.reserved_at else float("inf")
         if age < self.takeover_after_s:
             wait = self.takeover_after_s - age
@@ -326,6 +350,31 @@ class BatchSubmitter:
                         extra={"job_id": message.job_id, "batch_job_id": batch_job_id})
             return SubmitResult(SubmitOutcome.RECOVERED, message.job_id, batch_job_id, taken.job_name)
         return self._submit(message, taken, token, SubmitOutcome.SUBMITTED)
+
+    def _ask_batch(self, message: JobMessage, reservation: BatchReservation) -> SubmitResult:
+        """This attempt's Batch job exists and its job still waits for it: a duplicate message, or
+        the sweeper re-sending a job that waited long (BATCH_CHECK_AFTER_S). Ask Batch what became
+        of it: a Batch job that ended (or that Batch no longer knows) while the job is still QUEUED
+        at this attempt never had its container claim it, and its state-change event was lost
+        (BatchEventsDLQ): settle it as BatchEventsFunction would have. A job still RUNNABLE or
+        STARTING is left to run (and to the queue's jobStateTimeLimitActions, then the job's
+        queue-wait deadline)."""
+        batch_job_id = reservation.batch_job_id or ""
+        duplicate = SubmitResult(SubmitOutcome.DUPLICATE, message.job_id, batch_job_id, reservation.job_name)
+        detail = self.batch.describe_job(batch_job_id)
+        if detail is None:
+            detail = {"jobId": batch_job_id, "jobName": reservation.job_name, "status": "FAILED",
+                      "statusReason": "BatchJobLost: Batch no longer knows this job (it ended long ago, unclaimed)"}
+        if detail.get("status") not in ("SUCCEEDED", "FAILED"):
+            log.info("duplicate message: this attempt's Batch job exists",
+                     extra={"job_id": message.job_id, "batch_job_id": batch_job_id, "status": detail.get("status")})
+            return duplicate
+        settled = self.events.handle({"source": "aws.batch", "detail-type": "Batch Job State Change", "detail": detail})
+        if settled.outcome not in (EventOutcome.RETRY_SCHEDULED, EventOutcome.FAILED):
+            return duplicate
+        log.warning("the attempt's Batch job ended unclaimed and its event was lost; settled it",
+                    extra={"job_id": message.job_id, "batch_job_id": batch_job_id, "outcome": settled.outcome.value})
+        return SubmitResult(SubmitOutcome.RECONCILED, message.job_id, batch_job_id, reservation.job_name, settled.detail)
 
     def _submit(self, message: JobMessage, reservation: BatchReservation, token: str,
                 outcome: SubmitOutcome) -> SubmitResult:
@@ -405,10 +454,12 @@ class BatchContainerLifecycle(JobLifecycle):
     """JobLifecycle whose claim may take over the job from an earlier container of the SAME Batch
     job (Batch's retry strategy re-runs it after a host failure): see JobStore.claim."""
 
-    def claim(self, job_id: str, owner: str, lease_s: float, expected_attempt: int | None = None) -> Job:
+    def claim(self, job_id: str, owner: str, lease_s: float, expected_attempt: int | None = None,
+              claim_token: str | None = None) -> Job:
         if expected_attempt is None:
-            return self.store.claim(job_id, owner, lease_s)
-        return self.store.claim(job_id, owner, lease_s, expected_attempt, resume_own_lease=True)
+            return self.store.claim(job_id, owner, lease_s, claim_token=claim_token)
+        return self.store.claim(job_id, owner, lease_s, expected_attempt, resume_own_lease=True,
+                                claim_token=claim_token)
 
 
 # --- state change events -------------------------------------------------------------------------
@@ -482,6 +533,8 @@ def batch_failure(detail: dict[str, Any]) -> JobError:
     if starts("CannotStartContainerError", "CannotCreateContainerError", "CannotInspectContainerError",
               "ResourceInitializationError", "Task failed to start"):
         return JobError(type="BatchContainerStartFailed", message=message, retryable=True)
+    if starts("BatchJobLost"):
+        return JobError(type="BatchJobLost", message=message, retryable=True)
     if starts("Job attempt duration exceeded timeout"):
         return JobError(type="Timeout", message=message, retryable=True)
     return JobError(type="BatchJobFailed", message=message, retryable=True)

@@ -11,19 +11,26 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from . import aws
 from .dynamo_codec import decode_item
-from .ids import parse_iso, utcnow
+from .ids import iso, parse_iso, utcnow
 from .models import Route, State
 
 log = logging.getLogger(__name__)
 
 SQS_MAX_BATCH = 10  # https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessageBatch.html
 SQS_MAX_DELAY_S = 900
+# A waiting job's message is sent again this long after the last send (by the sweeper; the claim's
+# fence drops a duplicate): a message lost to retention, a purge or a consumer's bug is replaced.
+REDISPATCH_AFTER_S = 6 * 3600
+# A Batch job's message is sent again sooner: batch_submit then asks Batch (DescribeJobs) what became
+# of the attempt's Batch job, whose state-change event may have been lost (jobbridge.batch).
+BATCH_CHECK_AFTER_S = 15 * 60
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,15 @@ class Dispatch:
     delay_s: int = 0
     timeout_s: int | None = None
     expected_runtime_s: int | None = None
+    queue_deadline: int | None = None  # epoch seconds (Job.queue_deadline)
+
+    def look_again_at(self, now: datetime) -> str:
+        """When the sweeper must next look at the job once this message is sent: at the next
+        re-send, or at its queue-wait deadline if that comes first (its ``due_at``)."""
+        at = now + timedelta(seconds=BATCH_CHECK_AFTER_S if self.route is Route.BATCH else REDISPATCH_AFTER_S)
+        if self.queue_deadline is not None:
+            at = min(at, datetime.fromtimestamp(self.queue_deadline, tz=timezone.utc))
+        return iso(at)
 
     def body(self) -> str:
         # What a consumer needs to decide before claiming (can it finish in the time it has?),
@@ -59,7 +75,7 @@ def dispatch_of(record: dict[str, Any]) -> Dispatch | None:
     if not image or image.get("state", {}).get("S") != State.QUEUED.value or "dispatched_at" in image:
         return None
     job = decode_item({k: image[k] for k in ("job_id", "route", "attempt", "correlation_id", "not_before",
-                                              "timeout_s", "requirements") if k in image})
+                                              "timeout_s", "requirements", "queue_deadline") if k in image})
     delay = 0
     if job.get("not_before"):
         delay = int(max(0.0, min(SQS_MAX_DELAY_S, (parse_iso(job["not_before"]) - utcnow()).total_seconds())))
@@ -72,6 +88,7 @@ def dispatch_of(record: dict[str, Any]) -> Dispatch | None:
         delay_s=delay,
         timeout_s=job.get("timeout_s"),
         expected_runtime_s=(job.get("requirements") or {}).get("expected_runtime_s"),
+        queue_deadline=job.get("queue_deadline"),
     )
 
 

@@ -143,3 +143,8 @@ class PermanentError(JobFailure):
 
 class JobCancelled(Exception):
     """Raised inside a job function (by ``ctx.raise_if_cancelled()``) to stop cooperatively."""
+
+
+class WorkerShutdown(Exception):
+    """The worker stopped the attempt on its way down (not the job's fault): the job is handed back
+    without spending a run (JobLifecycle.release) and another worker takes it at once."""

@@ -23,8 +23,9 @@ class JobLifecycle:
         self.registry = registry
         self.rng = rng
 
-    def claim(self, job_id: str, owner: str, lease_s: float, expected_attempt: int | None = None) -> Job:
-        return self.store.claim(job_id, owner, lease_s, expected_attempt)
+    def claim(self, job_id: str, owner: str, lease_s: float, expected_attempt: int | None = None,
+              claim_token: str | None = None) -> Job:
+        return self.store.claim(job_id, owner, lease_s, expected_attempt, claim_token=claim_token)
 
     def heartbeat(self, job_id: str, attempt: int, owner: str, lease_s: float, progress: Progress | None = None) -> Job:
         return self.store.heartbeat(job_id, attempt, owner, lease_s, progress)
@@ -56,7 +57,7 @@ class JobLifecycle:
         remain; otherwise FAILED. ``max_attempts`` and ``job_type`` come from the claimed job."""
         if max_attempts is None or job_type is None:
             job = self.store.get(job_id)
-            max_attempts, job_type = job.max_attempts, job.type
+            max_attempts, job_type = job.attempt_budget, job.type
         delay = None
         if error.retryable and attempt < max_attempts:
             delay = self.backoff_s(job_type, attempt)
@@ -64,6 +65,10 @@ class JobLifecycle:
 
     def acknowledge_cancel(self, job_id: str, attempt: int, *, forced: bool = False) -> Job:
         return self.store.acknowledge_cancel(job_id, attempt, forced=forced)
+
+    def release(self, job_id: str, attempt: int, reason: str) -> Job:
+        """Hand a job back unfinished (its worker shuts down): QUEUED again at once, no run spent."""
+        return self.store.release(job_id, attempt, reason)
 
     def backoff_s(self, job_type: str, attempt: int) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2**(attempt-1))]

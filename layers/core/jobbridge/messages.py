@@ -18,6 +18,7 @@ class JobMessage(BaseModel):
     correlation_id: str | None = None
     timeout_s: int | None = None
     expected_runtime_s: int | None = None
+    returns: int = Field(default=0, ge=0)  # fresh copies sent by consumers through our outages (queues.send_again)
 
     @property
     def time_needed_s(self) -> int:
@@ -33,3 +34,13 @@ def job_id_of(body: str) -> str | None:
     except (ValueError, AttributeError):
         return None
     return value if isinstance(value, str) and value else None
+
+
+def attempt_of(body: str) -> int | None:
+    """The attempt a message names (the dead-letter path applies a letter to that attempt only),
+    or None when it names none that could be ours."""
+    try:
+        value = json.loads(body).get("attempt")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None

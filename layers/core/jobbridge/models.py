@@ -82,6 +82,13 @@ class Requirements(BaseModel):
     expected_runtime_s: int | None = Field(default=None, ge=1, le=14 * 24 * 3600)
 
 
+MIN_QUEUE_WAIT_S = 60
+# The longest a job may wait: the route queues retain messages this long (template.yaml), and the
+# sweeper re-sends a waiting job's message every REDISPATCH_AFTER_S anyway.
+MAX_QUEUE_WAIT_S = 7 * 86400
+DEFAULT_QUEUE_WAIT_S = 3 * 86400
+
+
 class JobCreate(BaseModel):
     """The body of ``POST /jobs``."""
 
@@ -95,6 +102,10 @@ class JobCreate(BaseModel):
     data_classification: DataClassification | None = Field(
         default=None, description="Defaults to the job type's classification"
     )
+    queue_wait_s: int | None = Field(
+        default=None, ge=MIN_QUEUE_WAIT_S, le=MAX_QUEUE_WAIT_S,
+        description="How long the job may wait QUEUED before it fails as QueueWaitExpired (seconds; "
+                    "defaults to the job type's; counted afresh each time it is queued)")
 
 
 class Progress(BaseModel):
@@ -131,6 +142,9 @@ class Job(BaseModel):
     data_classification: DataClassification = DataClassification.INTERNAL
     attempt: int = 0
     max_attempts: int = 3
+    releases: int = 0  # attempts handed back unfinished by a worker shutting down (they spend nothing)
+    queue_wait_s: int = DEFAULT_QUEUE_WAIT_S
+    queue_deadline: int | None = None  # epoch seconds: past it, a job still QUEUED fails (QueueWaitExpired)
     timeout_s: int = 900
     lease_owner: str | None = None
     lease_expires_at: str | None = None
@@ -152,6 +166,13 @@ class Job(BaseModel):
     expires_at: int | None = None
     history: list[HistoryEntry] = Field(default_factory=list)
     history_dropped: int = 0  # entries dropped between the first and the newest kept (jobbridge.limits)
+
+    @property
+    def attempt_budget(self) -> int:
+        """The attempt number up to which the job may still be retried: ``max_attempts`` runs, not
+        counting the attempts released by a worker's shutdown (each release keeps the attempt
+        number for the fence, so the next claim makes attempt + 1 without spending a run)."""
+        return self.max_attempts + self.releases
 
 
 class JobPublic(BaseModel):
@@ -249,6 +270,10 @@ class AgentClaim(BaseModel):
 
     attempt: int = Field(ge=0, description="The attempt count in the queue message (fences stale duplicates)")
     lease_s: int = Field(default=60, ge=10, le=43_200)
+    claim_token: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_-]{16,64}$",
+        description="Unique to this agent's run of this message, the same on every try: a claim whose answer "
+                    "was lost is then answered as made (200) when tried again, instead of refused")
 
 
 class AgentHeartbeat(BaseModel):

@@ -56,7 +56,7 @@ def relay(records: list[dict[str, Any]], dispatcher: Dispatcher, store: JobStore
         try:
             # Recording is best effort: the message is out, and a job that moved on (claimed
             # already, cancelled) rightly refuses the write.
-            store.mark_dispatched(d.job_id, d.attempt)
+            store.mark_dispatched(d.job_id, d.attempt, d.look_again_at(store.clock()))
         except DependencyUnavailable as exc:
             log.warning("could not record dispatched_at", extra={"job_id": d.job_id, "error": str(exc)})
         log.info("dispatched", extra={"job_id": d.job_id, "route": d.route.value, "attempt": d.attempt,

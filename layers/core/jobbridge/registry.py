@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable
 from pydantic import BaseModel, ValidationError
 
 from .errors import InvalidParams, UnknownJobType
-from .models import DataClassification, Requirements, Route, Target
+from .models import DEFAULT_QUEUE_WAIT_S, DataClassification, Requirements, Route, Target
 
 BUILTIN_MODULES = ("jobbridge.jobtypes.builtin",)
 
@@ -64,6 +64,7 @@ class JobType:
     default_target: Target = Target.AUTO
     timeout_s: int = 900
     max_attempts: int = 3
+    queue_wait_s: int = DEFAULT_QUEUE_WAIT_S  # a submit may choose another, within JobCreate's bounds
     backoff: Backoff = Backoff()
     data_classification: DataClassification = DataClassification.INTERNAL
     description: str = ""

@@ -12,6 +12,7 @@ reporting.
       │            ├──JobCancelled (cancel requested)──> acknowledge_cancel
       │            ├──ignores the cancel request past cancel_grace_s──> acknowledge_cancel (forced), left behind
       │            ├──JobTimeout──> fail (retryable timeout)
+      │            ├──WorkerShutdown (the agent stops)──> release (QUEUED again, no run spent)
       │            └──LeaseLost──> abandon (another worker owns the job)
       └──refused (duplicate, cancelled, final)──> drop the message
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable, Protocol
@@ -36,6 +38,7 @@ from .errors import (
     RouteMismatch,
     StaleAttempt,
     UnknownJobType,
+    WorkerShutdown,
 )
 from .models import Job, JobError, Progress
 from .registry import JobType, Registry
@@ -63,11 +66,13 @@ class LeaseLost(Exception):
 class Lifecycle(Protocol):
     """What the runner needs: lifecycle.JobLifecycle, or the agent's client of the /agent routes."""
 
-    def claim(self, job_id: str, owner: str, lease_s: float, expected_attempt: int | None = None) -> Job: ...
+    def claim(self, job_id: str, owner: str, lease_s: float, expected_attempt: int | None = None,
+              claim_token: str | None = None) -> Job: ...
     def heartbeat(self, job_id: str, attempt: int, owner: str, lease_s: float, progress: Progress | None = None) -> Job: ...
     def complete(self, job_id: str, attempt: int, result: Any) -> Job: ...
     def fail(self, job_id: str, attempt: int, error: JobError, max_attempts: int | None = None, job_type: str | None = None) -> Job: ...
     def acknowledge_cancel(self, job_id: str, attempt: int, *, forced: bool = False) -> Job: ...
+    def release(self, job_id: str, attempt: int, reason: str) -> Job: ...
 
 
 Execute = Callable[[JobType, Any, "RunContext"], Any]
@@ -90,6 +95,8 @@ class Outcome(str, Enum):
     REFUSED = "refused"  # the job is of a route this worker does not serve (the route fence)
     ABANDONED = "abandoned"  # the lease was lost to another worker
     UNSETTLED = "unsettled"  # the final write could not be made; the message must come back
+    RELEASED = "released"  # the worker shut down: the job was handed back without spending a run
+    HANDED_BACK = "handed_back"  # not started; a fresh copy of the message was sent for another worker
 
     @property
     def acknowledges(self) -> bool:
@@ -187,12 +194,16 @@ class Runner:
         self._execute = execute
 
     def run(self, job_id: str, *, expected_attempt: int | None = None, time_budget_s: float | None = None,
-            correlation_id: str | None = None) -> RunResult:
+            correlation_id: str | None = None, claim_token: str | None = None) -> RunResult:
         """Claim and run one job. ``time_budget_s`` bounds the attempt below the job type's own
-        timeout (the Lambda invocation's remaining time, less a margin)."""
+        timeout (the Lambda invocation's remaining time, less a margin). ``claim_token`` names this
+        claimant's run of the message (a fresh one by default): a caller that tries the same claim
+        again passes the same token, so a claim whose answer was lost is recognised as its own."""
         started = time.monotonic()
+        token = claim_token or uuid.uuid4().hex
         try:
-            job = self.lifecycle.claim(job_id, self.config.owner, self.config.lease_s, expected_attempt)
+            job = self.lifecycle.claim(job_id, self.config.owner, self.config.lease_s, expected_attempt,
+                                       claim_token=token)
         except RouteMismatch as exc:
             # A message for another route's job reached this worker (forged, or misrouted): the
             # job's own message is on its route's queue, so this one is dropped, loudly.
@@ -240,6 +251,8 @@ class Runner:
                 action, payload = "abandon", None
             except JobCancelled:
                 action, payload = ("abandon", None) if state.lease_lost else ("cancel", None)
+            except WorkerShutdown as exc:  # ours, not the job's: handed back without spending a run
+                action, payload = "release", f"{type(exc).__name__}: {exc}"
             except JobTimeout:
                 action, payload = "fail", JobError(type="Timeout", message=f"the attempt ran past {timeout:.0f}s",
                                                    retryable=True)
@@ -270,6 +283,9 @@ class Runner:
                     final = self.lifecycle.complete(job.job_id, job.attempt, payload)
                 elif action == "cancel":
                     final = self.lifecycle.acknowledge_cancel(job.job_id, job.attempt)
+                elif action == "release":
+                    final = self.lifecycle.release(job.job_id, job.attempt, payload)
+                    return RunResult(Outcome.RELEASED, job.job_id, job.attempt, final)
                 else:
                     final = self.lifecycle.fail(job.job_id, job.attempt, payload, job.max_attempts, job.type)
                 return RunResult(_outcome_of(final), job.job_id, job.attempt, final)

@@ -10,7 +10,6 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
-from datetime import timedelta
 
 from .dynamo_codec import is_unicode_text
 from .errors import IdempotencyConflict, InvalidParams
@@ -32,8 +31,10 @@ class Submitted:
 
 
 def request_hash(request: JobCreate) -> str:
-    # ASCII-escaped, as stored hashes were made: a replay after an upgrade still matches its job.
-    canonical = json.dumps(request.model_dump(mode="json"), separators=(",", ":"), allow_nan=False)
+    # ASCII-escaped, as stored hashes were made: a replay after an upgrade still matches its job. A field
+    # added later is left out while unset, so a replay of an older request keeps its hash.
+    unset = {"queue_wait_s"} if request.queue_wait_s is None else None
+    canonical = json.dumps(request.model_dump(mode="json", exclude=unset), separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -72,6 +73,7 @@ class JobService:
         check_params(params_json)  # TooLarge: a 413 naming params and the limit
         now = self.store.clock()
         digest = request_hash(request)
+        queue_wait_s = request.queue_wait_s or jt.queue_wait_s
         job = Job(
             job_id=idempotent_job_id(tenant, idempotency_key) if idempotency_key else new_job_id(),
             tenant=tenant,
@@ -84,12 +86,13 @@ class JobService:
             data_classification=placement.data_classification,
             max_attempts=jt.max_attempts,
             timeout_s=jt.timeout_s,
+            queue_wait_s=queue_wait_s,
+            queue_deadline=int(now.timestamp()) + queue_wait_s,
             idempotency_key=idempotency_key,
             request_hash=digest,
             correlation_id=correlation_id,
             created_at=iso(now),
             updated_at=iso(now),
-            expires_at=int((now + self.store.retention + timedelta(seconds=jt.timeout_s * jt.max_attempts)).timestamp()),
             history=[HistoryEntry(at=iso(now), state=State.QUEUED, event="submitted", attempt=0, detail=placement.route.value)],
         )
         stored, created = self.store.create(job)

@@ -38,7 +38,7 @@ from .errors import (
 )
 from .ids import iso, utcnow
 from .limits import DYNAMODB_MAX_ITEM_BYTES, HISTORY_KEEP_NEWEST, bounded_error, history_detail
-from .models import FINAL_STATES, Job, JobError, Progress, Route, State
+from .models import DEFAULT_QUEUE_WAIT_S, FINAL_STATES, Job, JobError, Progress, Route, State
 
 log = logging.getLogger(__name__)
 
@@ -286,22 +286,27 @@ class JobStore:
                 raise
         raise InvalidTransition(job_id, "cancel", current, "the job kept changing state; try again")
 
-    def mark_dispatched(self, job_id: str, attempt: int) -> bool:
-        """Record that the job's message for ``attempt`` was sent. False if the job moved on."""
+    def mark_dispatched(self, job_id: str, attempt: int, look_again_at: str | None = None) -> bool:
+        """Record that the job's message for ``attempt`` was sent. False if the job moved on.
+
+        ``look_again_at`` becomes the job's ``due_at`` in the active index: when the sweeper must
+        next look at it (send its message again, or end its queue wait). Until then the sweeper
+        does not read it, however long the backlog of waiting jobs."""
         now = iso(self.clock())
+        expression = "SET dispatched_at = if_not_exists(dispatched_at, :now), updated_at = :now"
+        values = {":now": {"S": now}, ":queued": {"S": State.QUEUED.value}, ":attempt": {"N": str(attempt)}}
+        if look_again_at is not None:
+            expression += ", due_at = :look"
+            values[":look"] = {"S": look_again_at}
         try:
             self._call(
                 "update_item",
                 TableName=self.table_name,
                 Key=_key(job_id),
-                UpdateExpression="SET dispatched_at = if_not_exists(dispatched_at, :now), updated_at = :now",
+                UpdateExpression=expression,
                 ConditionExpression="#state = :queued AND #attempt = :attempt",
                 ExpressionAttributeNames={"#state": "state", "#attempt": "attempt"},
-                ExpressionAttributeValues={
-                    ":now": {"S": now},
-                    ":queued": {"S": State.QUEUED.value},
-                    ":attempt": {"N": str(attempt)},
-                },
+                ExpressionAttributeValues=values,
             )
         except ClientError as exc:
             if _condition_failed(exc):
@@ -310,10 +315,16 @@ class JobStore:
         return True
 
     def claim(self, job_id: str, owner: str, lease_s: float, expected_attempt: int | None = None,
-              *, resume_own_lease: bool = False) -> Job:
+              *, resume_own_lease: bool = False, claim_token: str | None = None) -> Job:
         """QUEUED -> RUNNING: attempt + 1, a lease, and the job returned by the same call.
 
         ``expected_attempt`` (the message's) fences out a stale duplicate of an older dispatch.
+
+        ``claim_token`` (unique to one claimant's run of one message) is recorded with the claim, so
+        that a claim whose answer was lost is recognised when its claimant tries again (botocore's
+        own retry, the agent's retry through the API): the job, RUNNING at the attempt this claim
+        made, with this token, is returned as claimed, from the failed write's ALL_OLD (no extra
+        call). Anyone else, even the same owner with another copy of the message, is refused.
 
         ``resume_own_lease`` (needs ``expected_attempt``) also accepts a job left RUNNING by this
         very ``owner`` in a later attempt: AWS Batch re-runs a job's container under the same Batch
@@ -334,6 +345,15 @@ class JobStore:
                 values[":owner"] = {"S": owner}
         elif resume_own_lease:
             raise ValueError("resume_own_lease needs expected_attempt: the takeover is fenced on it")
+        sets: dict[str, Any] = {}
+        if claim_token is not None:
+            sets["claim_token"] = claim_token
+
+        def claimed_by_me(current: dict[str, Any]) -> bool:
+            return (claim_token is not None and current.get("claim_token") == claim_token
+                    and current.get("lease_owner") == owner and current.get("state") == State.RUNNING.value
+                    and (expected_attempt is None or current.get("attempt") == expected_attempt + 1))
+
         return self._transition(
             job_id,
             action="claim",
@@ -347,8 +367,10 @@ class JobStore:
                 "heartbeat_at": iso(now),
                 "active_state": State.RUNNING.value,
                 "due_at": lease,
+                **sets,
             },
             add_attempt=True,
+            accept_current=claimed_by_me,
             event="claimed",
             detail=owner,
             history_attempt=None if (expected_attempt is None or resume_own_lease) else expected_attempt + 1,
@@ -409,9 +431,8 @@ class JobStore:
         same way, records CANCELLED (with the error, which says why the attempt ended)."""
         error = bounded_error(error.model_copy(update={"attempt": attempt}))
         detail = error.message[:200]
-        guarded = {**fence, "condition": fence["condition"] + " AND " + _NO_CANCEL_REQUESTED,
-                   "values": {**fence["values"], ":false": {"BOOL": False}}}
-        try:
+
+        def write(guarded: dict[str, Any]) -> Job:
             if retry_delay_s is None:
                 return self._transition(job_id, action=action, new_state=State.FAILED, sets={"error": error.model_dump()},
                                         event=final_event, detail=detail, **guarded)
@@ -424,13 +445,29 @@ class JobStore:
                 removes=("lease_owner", "lease_expires_at", "dispatched_at"),
                 event=retry_event, detail=detail, **guarded,
             )
+
+        return self._unless_cancel_requested(job_id, attempt, fence, write, action=action, error=error,
+                                             why=error.type)
+
+    def _unless_cancel_requested(self, job_id: str, attempt: int, fence: dict[str, Any],
+                                 write: Callable[[dict[str, Any]], Job], *, action: str, error: JobError | None,
+                                 why: str) -> Job:
+        """``write`` with ``fence`` and "no cancel requested" as its condition; when that is what
+        failed, CANCELLED instead, fenced the same way: an attempt that ends any other way after a
+        cancel request (a failure, a lapsed lease, a release) must not run the job again against the
+        request, nor carry the request into a new run."""
+        guarded = {**fence, "condition": fence["condition"] + " AND " + _NO_CANCEL_REQUESTED,
+                   "values": {**fence["values"], ":false": {"BOOL": False}}}
+        try:
+            return write(guarded)
         except InvalidTransition as exc:
             current = exc.current or {}
             if not (exc.state == State.RUNNING.value and current.get("attempt") == attempt
                     and current.get("cancel_requested")):
                 raise
-        return self._transition(job_id, action=action, new_state=State.CANCELLED, sets={"error": error.model_dump()},
-                                event="cancelled", detail=f"cancel requested; the attempt ended: {error.type}", **fence)
+        sets = {"error": error.model_dump()} if error is not None else {}
+        return self._transition(job_id, action=action, new_state=State.CANCELLED, sets=sets,
+                                event="cancelled", detail=f"cancel requested; the attempt ended: {why}", **fence)
 
     def acknowledge_cancel(self, job_id: str, attempt: int, *, forced: bool = False) -> Job:
         """RUNNING -> CANCELLED once the runner stopped the job after a cancel request (``forced``:
@@ -441,21 +478,61 @@ class JobStore:
             **self._fence(attempt),
         )
 
-    def fail_unless_final(self, job_id: str, error: JobError) -> Job | None:
-        """Any active state -> FAILED (dead letters, lost leases past their attempts).
-        None if the job is already final."""
+    def release(self, job_id: str, attempt: int, reason: str) -> Job:
+        """RUNNING -> QUEUED without spending a run: the worker holding ``attempt`` shuts down and
+        hands the job back. The attempt number stays (``releases`` + 1 keeps the budget), the lease
+        is cleared and ``dispatched_at`` removed, so the bridge sends a message for ``attempt`` at
+        once and its claim makes attempt + 1. The fence holds: the releasing holder writes for
+        ``attempt``, which is QUEUED now and, once claimed again, no longer current.
+
+            RUNNING(a, lease L) ──release──> QUEUED(a) ──claim(message a)──> RUNNING(a + 1)
+        """
+        now = iso(self.clock())
+
+        def write(guarded: dict[str, Any]) -> Job:
+            return self._transition(
+                job_id, action="release", new_state=State.QUEUED,
+                sets={"releases": _Increment(), "active_state": State.QUEUED.value, "due_at": now},
+                removes=("dispatched_at", "not_before", "lease_owner", "lease_expires_at", "heartbeat_at"),
+                event="released", detail=reason[:200], **guarded,
+            )
+
+        return self._unless_cancel_requested(job_id, attempt, self._fence(attempt), write, action="release",
+                                             error=None, why="released")
+
+    def expire_queue_wait(self, job_id: str, attempt: int) -> Job:
+        """QUEUED at ``attempt`` -> FAILED as QueueWaitExpired: nothing claimed the job before its
+        queue-wait deadline. The deadline's passing is part of the condition, so a claim that
+        lands first wins (InvalidTransition), as does a retry that queued it afresh."""
+        now = self.clock()
+        error = JobError(type="QueueWaitExpired", retryable=False, attempt=attempt,
+                         message="no worker claimed the job before its queue-wait deadline")
+        return self._transition(
+            job_id, action="expire queue wait", new_state=State.FAILED,
+            condition="#state = :queued AND #attempt = :attempt AND queue_deadline < :now_s",
+            values={":queued": {"S": State.QUEUED.value}, ":attempt": {"N": str(attempt)},
+                    ":now_s": {"N": str(int(now.timestamp()))}},
+            sets={"error": error.model_dump()}, event="failed", detail=error.message, fenced_attempt=attempt,
+        )
+
+    def fail_dead_lettered(self, job_id: str, attempt: int, error: JobError) -> Job | None:
+        """QUEUED at ``attempt`` -> FAILED: the message of that attempt was dead-lettered, so the
+        job never ran from it. Fenced on the message's attempt and QUEUED: a stale duplicate's
+        letter must not fail a job another worker runs (RUNNING, attempt + 1) or that waits for a
+        later attempt's message. None when the letter is stale or the job is final."""
         try:
             return self._transition(
                 job_id,
                 action="fail",
                 new_state=State.FAILED,
-                condition="#state IN (:queued, :running)",
-                values={":queued": {"S": State.QUEUED.value}, ":running": {"S": State.RUNNING.value}},
+                condition="#state = :queued AND #attempt = :attempt",
+                values={":queued": {"S": State.QUEUED.value}, ":attempt": {"N": str(attempt)}},
                 sets={"error": bounded_error(error).model_dump()},
                 event="failed",
                 detail=error.message[:200],
+                fenced_attempt=attempt,
             )
-        except JobAlreadyFinal:
+        except InvalidTransition:  # final (JobAlreadyFinal), claimed or moved on (StaleAttempt)
             return None
 
     # --- AWS Batch submissions (jobbridge.batch) ---------------------------------------------------
@@ -595,6 +672,8 @@ class JobStore:
                     sets: dict[str, Any] | None = None, removes: tuple[str, ...] = (), **kw: Any) -> Job:
         now = self.clock()
         sets = {"state": new_state.value, **(sets or {})}
+        if new_state is State.QUEUED:
+            sets["queue_deadline"] = _QueueDeadline(int(now.timestamp()))
         if new_state in FINAL_STATES:
             sets["finished_at"] = iso(now)
             sets["expires_at"] = int((now + self.retention).timestamp())
@@ -615,6 +694,7 @@ class JobStore:
         fenced_attempt: int | None = None,
         history_attempt: int | None = None,
         tenant: str | None = None,
+        accept_current: Callable[[dict[str, Any]], bool] | None = None,
     ) -> Job:
         now = iso(self.clock())
         names: dict[str, str] = {}
@@ -622,6 +702,16 @@ class JobStore:
         parts = []
         for index, (field, value) in enumerate({**sets, "updated_at": now}.items()):
             names[f"#f{index}"] = field
+            if isinstance(value, _Increment):
+                values[":zero"] = {"N": "0"}
+                parts.append(f"#f{index} = if_not_exists(#f{index}, :zero) + :one")
+                continue
+            if isinstance(value, _QueueDeadline):
+                names["#qw"] = "queue_wait_s"
+                values[":now_epoch"] = {"N": str(value.now_epoch)}
+                values[":default_wait"] = {"N": str(DEFAULT_QUEUE_WAIT_S)}
+                parts.append(f"#f{index} = :now_epoch + if_not_exists(#qw, :default_wait)")
+                continue
             values[f":v{index}"] = {"S": dump_json(value)} if field == "result" else to_attr(value)
             parts.append(f"#f{index} = :v{index}")
         parts.append("#version = #version + :one")
@@ -665,7 +755,10 @@ class JobStore:
         except ClientError as exc:
             if not _condition_failed(exc):
                 raise
-            raise self._why(job_id, action, exc.response.get("Item"), fenced_attempt, tenant) from None
+            old = exc.response.get("Item")
+            if accept_current is not None and old and accept_current(decode_item(old)):
+                return self._decode(old)  # this very change was made before (its answer was lost)
+            raise self._why(job_id, action, old, fenced_attempt, tenant) from None
         item = out["Attributes"]
         if history is not None:
             item = self._trim_history(job_id, item)
@@ -747,6 +840,19 @@ def _names_in(expressions: str) -> dict[str, str]:
     """The placeholders of ``_NAMES`` these expressions use (DynamoDB refuses unused ones)."""
     used = set(re.findall(r"#\w+", expressions))
     return {k: v for k, v in _NAMES.items() if k in used}
+
+
+@dataclass(frozen=True)
+class _QueueDeadline:
+    """A queue-wait deadline counted from ``now_epoch`` by the record's own ``queue_wait_s``
+    (``:now + if_not_exists(queue_wait_s, default)``): each time a job is queued it may wait afresh."""
+
+    now_epoch: int
+
+
+@dataclass(frozen=True)
+class _Increment:
+    """The value of a counter attribute that a write adds one to (``if_not_exists(x, 0) + 1``)."""
 
 
 def _key(job_id: str) -> dict[str, Any]:

@@ -1,8 +1,11 @@
 """The Lambda worker's logic, one SQS record at a time (the handler wraps it in Powertools'
 batch processor for partial batch responses).
 
-A job that cannot finish in the invocation's remaining time is not started: its message is made
-visible again at once (visibility 0) for another invocation. A started job gets the remaining
+A job that cannot finish in the invocation's remaining time is not started: a fresh copy of its
+message is sent for another invocation and the record is acknowledged. Making the old message
+visible again (visibility 0) would spend one of its maxReceiveCount receives per hand-back, so with
+WorkerBatchSize > 1 a job handed back five times was dead-lettered and FAILED without having run;
+the copy starts at receive count 0 (a duplicate copy is dropped by the claim's fence). A started job gets the remaining
 time less a margin as its budget, so the runner fails it as a retryable timeout before Lambda
 kills the invocation.
 
@@ -19,6 +22,7 @@ import logging
 from dataclasses import dataclass
 from typing import Callable
 
+from .errors import DependencyUnavailable
 from .messages import JobMessage
 from .queues import Queue
 from .routing import WORKER_START_MARGIN_S
@@ -73,15 +77,34 @@ class QueueWorker:
         fresh_budget = max(budget, (invocation_s if invocation_s is not None else remaining_s) - self.safety_margin_s)
         needed = min(message.time_needed_s, fresh_budget)
         if needed > budget or budget <= 0:
-            self.queue.change_visibility(receipt_handle, 0)
-            log.info("not enough time left to start; message returned",
-                     extra={"job_id": message.job_id, "needed_s": message.time_needed_s, "budget_s": round(budget, 1)})
-            raise NotSettled(f"job {message.job_id} needs {needed:.0f}s, {budget:.0f}s left")
+            return self._hand_back(message, receipt_handle, needed, budget)
         result = self.runner.run(message.job_id, expected_attempt=message.attempt, time_budget_s=budget,
                                  correlation_id=message.correlation_id)
+        if result.outcome is Outcome.UNSETTLED and result.attempt == 0:
+            # The claim could not be made (DynamoDB unavailable): an outage of ours, so the message
+            # comes back as a fresh copy after a short backoff and spends none of its receives.
+            try:
+                delay = self.queue.send_again(message)
+            except DependencyUnavailable:
+                raise NotSettled(f"job {message.job_id}: {result.detail}") from None
+            log.warning("could not claim through an outage; the message comes back later",
+                        extra={"job_id": message.job_id, "error": result.detail, "retry_in_s": delay})
+            return RunResult(Outcome.HANDED_BACK, message.job_id, detail=result.detail)
         if not result.outcome.acknowledges:
             raise NotSettled(f"job {message.job_id}: {result.detail}")
         return result
+
+    def _hand_back(self, message: JobMessage, receipt_handle: str, needed: float, budget: float) -> RunResult:
+        extra = {"job_id": message.job_id, "needed_s": message.time_needed_s, "budget_s": round(budget, 1)}
+        try:
+            self.queue.send(message.model_dump_json())
+        except DependencyUnavailable as exc:
+            # SQS refused the copy: return the record itself (one receive spent) rather than lose it.
+            self.queue.change_visibility(receipt_handle, 0)
+            log.warning("not enough time left to start; message returned", extra={**extra, "error": str(exc)})
+            raise NotSettled(f"job {message.job_id} needs {needed:.0f}s, {budget:.0f}s left") from exc
+        log.info("not enough time left to start; handed back as a fresh message", extra=extra)
+        return RunResult(Outcome.HANDED_BACK, message.job_id, detail=f"needs {needed:.0f}s, {budget:.0f}s left")
 
 
 __all__ = ["QueueWorker", "NotSettled", "Outcome"]

@@ -5,6 +5,7 @@ credentials and can touch only private jobs, only for the attempt it claimed.
     claim ─> 200 the job (params included) and a lease | 409 refused (drop the message)
     heartbeat ─> 200 {lease_owned, cancel_requested}   (lease_owned false: abandon the job)
     complete | fail | cancelled ─> 200 the job | 409 fenced out (another attempt or agent owns it)
+    release ─> 200 the job, QUEUED again without spending an attempt (the agent shuts down) | 409
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ async def claim(job_id: str, body: AgentClaim, agent: AgentDep, store: StoreDep,
                 settings: SettingsDep) -> AgentJob:
     await run_in_threadpool(_private_job, store, job_id)
     lease = min(body.lease_s, settings.agent_lease_max_s)
-    job = await run_in_threadpool(lifecycle.claim, job_id, _owner(agent), lease, body.attempt)
+    job = await run_in_threadpool(lifecycle.claim, job_id, _owner(agent), lease, body.attempt, body.claim_token)
     log.info("agent claimed", extra={"job_id": job_id, "agent_id": agent.agent_id, "attempt": job.attempt,
                                      "correlation_id": job.correlation_id})
     return AgentJob.of(job)
@@ -98,8 +99,18 @@ async def complete(job_id: str, body: AgentComplete, agent: AgentDep, store: Sto
 @router.post("/{job_id}/fail", response_model=JobPublic, summary="Report a failure (retried per the job type's policy)")
 async def fail(job_id: str, body: AgentFail, agent: AgentDep, store: StoreDep, lifecycle: LifecycleDep) -> JobPublic:
     job = await run_in_threadpool(_own_private_job, store, job_id, agent, "fail")
-    settled = await run_in_threadpool(lifecycle.fail, job_id, body.attempt, body.error, job.max_attempts, job.type)
+    settled = await run_in_threadpool(lifecycle.fail, job_id, body.attempt, body.error, job.attempt_budget, job.type)
     return JobPublic.of(settled)
+
+
+@router.post("/{job_id}/release", response_model=JobPublic,
+             summary="Hand the job back unfinished (the agent shuts down): QUEUED again, no attempt spent")
+async def release(job_id: str, body: AgentAttempt, agent: AgentDep, store: StoreDep,
+                  lifecycle: LifecycleDep) -> JobPublic:
+    await run_in_threadpool(_own_private_job, store, job_id, agent, "release")
+    job = await run_in_threadpool(lifecycle.release, job_id, body.attempt, f"{_owner(agent)} shut down")
+    log.info("agent released", extra={"job_id": job_id, "agent_id": agent.agent_id, "attempt": body.attempt})
+    return JobPublic.of(job)
 
 
 @router.post("/{job_id}/cancelled", response_model=JobPublic, summary="Acknowledge a cancel: the job stopped")
