@@ -20,10 +20,10 @@ help:
 	@echo "make bench           cold starts, hot path, AWS calls and cost per job, latency and CPU vs Celery (< 15 min)"
 	@echo "make bench-quick     the same, fewer runs and jobs (about 5 min)"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev]' -e './clients/python[cli]'
 	@touch $(STAMP)
 
 install: $(STAMP)
