@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -18,8 +17,9 @@ from typing import Any
 from fastapi import HTTPException, Request
 
 from jobbridge.config import Settings
+from jobbridge.ids import TENANT_RE
 
-_TENANT_RE = re.compile(r"^[A-Za-z0-9_.@:-]{1,128}$")
+_TENANT_RE = TENANT_RE
 _BEARER = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import re
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
 from jobbridge.errors import JobNotFound
-from jobbridge.ids import is_job_id
+from jobbridge.ids import is_idempotency_key, is_job_id
 from jobbridge.models import JobAccepted, JobCreate, JobPage, JobPublic, JobSummary, State
 
 from ..deps import CorrelationDep, PrincipalDep, ServiceDep, StoreDep
@@ -18,8 +17,6 @@ from ..problems import PROBLEM_RESPONSES
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=PROBLEM_RESPONSES)
 log = logging.getLogger("jobbridge.api")
-
-_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
 
 # OpenAPI links: what a client (and a stateful fuzzer) can do next with the id a submit returns.
 # https://spec.openapis.org/oas/v3.1.0#link-object
@@ -47,7 +44,7 @@ async def submit_job(
 ) -> JobAccepted:
     """Validate, choose the route and record the job (one conditional write). The job's
     message is sent by the bridge from the table's stream, never from here."""
-    if idempotency_key is not None and not _KEY_RE.match(idempotency_key):
+    if idempotency_key is not None and not is_idempotency_key(idempotency_key):
         raise HTTPException(422, "Idempotency-Key must be 1-255 printable ASCII characters without spaces")
     submitted = await run_in_threadpool(
         service.submit, principal.tenant, body, idempotency_key=idempotency_key, correlation_id=correlation
