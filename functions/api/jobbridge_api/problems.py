@@ -77,7 +77,7 @@ async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
 def _domain_handler(status: int, slug: str, title: str, field: str | None = None):
     async def handle(request: Request, exc: Exception) -> JSONResponse:
         fields = []
-        if isinstance(exc, errors.InvalidParams):
+        if isinstance(exc, (errors.InvalidParams, errors.InvalidRequest)):
             fields = exc.errors
         elif isinstance(exc, errors.PlacementNotAllowed):
             fields = [{"loc": ["body", exc.field], "msg": exc.reason, "type": "placement_not_allowed"}]
@@ -109,6 +109,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(errors.JobNotFound, _domain_handler(404, "not-found", "Job not found"))
     app.add_exception_handler(errors.UnknownJobType, _domain_handler(422, "unknown-job-type", "Unknown job type", "type"))
     app.add_exception_handler(errors.InvalidParams, _domain_handler(422, "invalid-params", "Invalid params"))
+    # Raised by JobSubmitter (in process); a user's FastAPI app may install these handlers too.
+    app.add_exception_handler(errors.InvalidRequest, _domain_handler(422, "validation", "Invalid request"))
     app.add_exception_handler(errors.PlacementNotAllowed, _domain_handler(422, "placement-not-allowed", "Placement not allowed"))
     # A part of the record over its share of DynamoDB's item size (jobbridge.limits): the content is
     # too large, whatever the body's size.
