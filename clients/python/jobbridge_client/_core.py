@@ -181,12 +181,6 @@ class Watch:
         return changed
 
 
-def raise_for_problem(response: httpx.Response) -> httpx.Response:
-    if response.is_error:
-        raise problem_error(response)
-    return response
-
-
 def user_agent() -> str:
     from . import __version__
 

@@ -163,10 +163,7 @@ class Output:
             self.line(f"  error {job.error.type}: {job.error.message}")
 
     def final(self, job: Job) -> None:
-        """The last word of ``--wait``/``watch``."""
-        if self.as_json:
-            self.record(job.raw)
-            return
+        """The last word of ``--wait``/``watch`` for a person."""
         self.line(f"{job.job_id} {job.state.value}")
         self.outcome(job)
 
@@ -266,7 +263,8 @@ def _watch(client: Client, job_id: str, timeout: float | None, output: Output, i
     except WaitTimeout as exc:
         output.error(f"{exc}; `jobbridge jobs watch {job_id}` follows it further")
         return EXIT_TIMEOUT
-    output.final(job)
+    if not output.as_json:  # with --json, the last record written is already the final job
+        output.final(job)
     return STATE_EXIT[job.state]
 
 
