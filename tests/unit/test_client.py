@@ -349,12 +349,15 @@ def test_the_async_client_submits_lists_watches_and_cancels(app, make_token, sto
         async with AsyncClient("http://testserver", token=token, transport=transport, sleep=sleep) as client:
             accepted = await client.submit("echo", {"a": 1})
             other = await client.submit("echo", {"a": 2})
-            assert [j.job_id async for j in client.list(page_size=1)] == [other.job_id, accepted.job_id]
+            assert [j.job_id async for j in client.list(page_size=1)] == [other.job_id, accepted.job_id]  # two pages
 
             steps.extend(run_job(store, accepted.job_id, progress=(0.5,), result={"a": 1}))
             states = [job.state async for job in client.watch(accepted.job_id)]
             assert states[0] is State.QUEUED and states[-1] is State.SUCCEEDED
             assert (await client.wait(accepted.job_id)).result == {"a": 1}
+
+            many = await client.submit_many([{"type": "echo", "params": {"b": n}} for n in range(2)] + [{"type": "x!"}])
+            assert [type(r).__name__ for r in many] == ["Accepted", "Accepted", "InvalidRequest"]
 
             assert (await client.cancel(other.job_id)).state is State.CANCELLED
             with pytest.raises(JobCancelled):
@@ -387,3 +390,49 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
     assert retry_after(httpx.Response(503, headers={"Retry-After": "Thu, 01 Jan 2026 12:00:30 GMT"}), now) == 30
     assert retry_after(httpx.Response(503, headers={"Retry-After": "soon"})) is None
     assert retry_after(httpx.Response(503)) is None
+
+
+# --- bulk submit ------------------------------------------------------------------------------------
+
+
+def test_submit_many_sends_25_a_request_with_one_result_per_job(client: Client, transport: AppTransport) -> None:
+    jobs = [{"type": "echo", "params": {"n": n}} for n in range(30)]
+    jobs[7] = {"type": "echo", "priority": 500}
+
+    results = client.submit_many(jobs)
+
+    assert len(transport.requests) == 2  # 25 + 5
+    assert isinstance(results[7], InvalidRequest) and results[7].errors[0]["loc"] == ["body", "priority"]
+    accepted = [r for i, r in enumerate(results) if i != 7]
+    assert all(r.state is State.QUEUED for r in accepted)
+    assert len({r.job_id for r in accepted}) == 29 and len(list(client.list(page_size=100))) == 29
+
+
+def test_submit_many_whose_answer_was_lost_makes_each_job_once(client: Client, transport: AppTransport) -> None:
+    transport.faults.append(lost_answer)
+
+    results = client.submit_many([{"type": "echo", "params": {"n": n}} for n in range(3)])
+
+    assert all(r.replayed for r in results)  # the retry found the jobs its first try had made
+    assert len(list(client.list())) == 3
+
+
+def test_submit_many_retries_the_items_that_met_an_outage(client: Client, transport: AppTransport, sleeps: Sleeps,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobbridge.errors import DependencyUnavailable
+    from jobbridge.store import JobStore
+
+    real_create, calls = JobStore.create, []
+
+    def create_failing_second(self: JobStore, job: Any) -> Any:
+        calls.append(job.idempotency_key)
+        if len(calls) == 2:
+            raise DependencyUnavailable("dynamodb", "throttled")
+        return real_create(self, job)
+
+    monkeypatch.setattr(JobStore, "create", create_failing_second)
+    results = client.submit_many([{"type": "echo", "params": {"n": n}} for n in range(3)])
+
+    assert [r.state for r in results] == [State.QUEUED] * 3 and not any(r.replayed for r in results)
+    assert calls[3] == calls[1] and len(calls) == 4  # only the failed item went again, with its key
+    assert len(transport.requests) == 2 and len(sleeps.pauses) == 1

@@ -9,11 +9,11 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any, Awaitable, Callable, Union
+from typing import Any, Awaitable, Callable, Iterable, Iterator, Union
 
 import httpx
 
-from .errors import JobCancelled, JobFailed, WaitTimeout, problem_error
+from .errors import JobCancelled, JobFailed, ProblemError, WaitTimeout, problem_of
 from .models import Accepted, Job, JobSummary, Page, State
 
 # Answers worth another try: throttled, or the server (or API Gateway before it) failed or timed out.
@@ -179,6 +179,42 @@ class Watch:
         self.seen = seen
         self.current = self.minimum if changed else min(self.maximum, self.current * 1.5)
         return changed
+
+
+# POST /jobs:batch takes up to this many jobs a request.
+MAX_BULK = 25
+
+
+class Bulk:
+    """One ``submit_many``: the jobs with a key each (made unless given), cut into requests of
+    ``MAX_BULK``, and each job's outcome as its result comes back."""
+
+    def __init__(self, jobs: Iterable[dict[str, Any]]) -> None:
+        self.items = [{**job, "idempotency_key": job.get("idempotency_key") or new_idempotency_key()} for job in jobs]
+        self.results: list[Accepted | ProblemError | None] = [None] * len(self.items)
+
+    def chunks(self) -> Iterator[list[int]]:
+        for start in range(0, len(self.items), MAX_BULK):
+            yield list(range(start, min(start + MAX_BULK, len(self.items))))
+
+    def body(self, chunk: list[int]) -> dict[str, Any]:
+        return {"jobs": [self.items[i] for i in chunk]}
+
+    def record(self, chunk: list[int], response: httpx.Response) -> list[int]:
+        """Each item's outcome; the items worth another try (429, 5xx: their keys make it safe)."""
+        again = []
+        for index, result in zip(chunk, response.json()["results"]):
+            key = self.items[index]["idempotency_key"]
+            if result.get("job"):
+                job = result["job"]
+                self.results[index] = Accepted(job_id=job["job_id"], state=State(job["state"]), route=job["route"],
+                                               created_at=job["created_at"], location=job["location"],
+                                               idempotency_key=key, replayed=result["status"] == 200)
+            else:
+                self.results[index] = problem_of(result["status"], result.get("problem") or {})
+                if result["status"] in RETRY_STATUSES:
+                    again.append(index)
+        return again
 
 
 def user_agent() -> str:

@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
 import httpx
 
 from . import _core
-from .errors import Conflict, ConnectionFailed, problem_error
+from .errors import Conflict, ConnectionFailed, ProblemError, problem_error
 from .models import Accepted, Job, JobSummary, Page, State
 
 
@@ -71,6 +71,19 @@ class AsyncClient:
                                  data_classification=data_classification)
         response = await self._request("POST", "/jobs", json=body, headers={"Idempotency-Key": key})
         return _core.accepted_of(response, key)
+
+    async def submit_many(self, jobs: Iterable[dict[str, Any]]) -> list[Accepted | ProblemError]:
+        bulk = _core.Bulk(jobs)
+        for chunk in bulk.chunks():
+            retry = 0
+            while chunk:
+                again = bulk.record(chunk, await self._request("POST", "/jobs:batch", json=bulk.body(chunk)))
+                delay = self.retry.delay(retry) if again else None
+                if delay is None:
+                    break
+                await self._sleep(delay)
+                retry, chunk = retry + 1, again
+        return bulk.results  # type: ignore[return-value]
 
     async def get(self, job_id: str) -> Job:
         return Job.of((await self._request("GET", f"/jobs/{job_id}")).json())

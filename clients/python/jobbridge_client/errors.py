@@ -100,6 +100,23 @@ _BY_STATUS: dict[int, type[ProblemError]] = {
 }
 
 
+def problem_of(status: int, fields: dict[str, Any], *, body: Any = None, reason: str = "",
+               correlation_id: str | None = None) -> ProblemError:
+    """The error of a problem document (an answer's, or one item's of a bulk submit)."""
+    kind = _BY_STATUS.get(status) or (ServerError if status >= 500 else ProblemError)
+    detail = fields.get("detail") or fields.get("message") or (body if isinstance(body, str) else "")
+    errors = fields.get("errors")
+    return kind(
+        status,
+        type=str(fields.get("type") or "about:blank"),
+        title=str(fields.get("title") or reason),
+        detail=str(detail)[:2000],
+        errors=errors if isinstance(errors, list) else [],
+        correlation_id=fields.get("correlation_id") or correlation_id,
+        body=fields if body is None else body,
+    )
+
+
 def problem_error(response: httpx.Response) -> ProblemError:
     """The error of an HTTP error answer: its problem+json fields, or what can be said without them
     (API Gateway's own 401/403/429 bodies are not problem documents)."""
@@ -108,15 +125,5 @@ def problem_error(response: httpx.Response) -> ProblemError:
     except ValueError:
         body = response.text
     fields = body if isinstance(body, dict) else {}
-    kind = _BY_STATUS.get(response.status_code) or (ServerError if response.status_code >= 500 else ProblemError)
-    detail = fields.get("detail") or fields.get("message") or (body if isinstance(body, str) else "")
-    errors = fields.get("errors")
-    return kind(
-        response.status_code,
-        type=str(fields.get("type") or "about:blank"),
-        title=str(fields.get("title") or response.reason_phrase or ""),
-        detail=str(detail)[:2000],
-        errors=errors if isinstance(errors, list) else [],
-        correlation_id=fields.get("correlation_id") or response.headers.get("x-correlation-id"),
-        body=body,
-    )
+    return problem_of(response.status_code, fields, body=body, reason=response.reason_phrase or "",
+                      correlation_id=response.headers.get("x-correlation-id"))

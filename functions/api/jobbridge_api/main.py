@@ -76,7 +76,7 @@ class LaterRouters:
         root = scope.get("root_path", "")
         if root and path.startswith(root):
             path = path[len(root):]
-        return not (path == self.hot_prefix or path.startswith(self.hot_prefix + "/"))
+        return not (path == self.hot_prefix or path.startswith((self.hot_prefix + "/", self.hot_prefix + ":")))
 
 
 class IncludeOnFirstUse:

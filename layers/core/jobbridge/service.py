@@ -11,9 +11,12 @@ import json
 import math
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
-from .errors import IdempotencyConflict, InvalidParams
-from .ids import idempotent_job_id, iso, new_job_id
+from pydantic import ValidationError
+
+from .errors import IdempotencyConflict, InvalidParams, InvalidRequest
+from .ids import idempotent_job_id, is_idempotency_key, iso, new_job_id
 from .limits import check_params
 from .models import HistoryEntry, Job, JobCreate, State
 from .registry import Registry
@@ -31,6 +34,21 @@ def request_hash(request: JobCreate) -> str:
     # ASCII-escaped, as stored hashes were made: a replay after an upgrade still matches its job.
     canonical = json.dumps(request.model_dump(mode="json"), separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def job_request(fields: dict[str, Any], idempotency_key: object = None,
+                key_loc: tuple[str, ...] = ("body", "idempotency_key")) -> tuple[JobCreate, str | None]:
+    """A submit's fields checked as ``POST /jobs`` checks its body and Idempotency-Key header, for
+    the callers FastAPI does not check for (JobSubmitter, an item of a bulk submit);
+    InvalidRequest naming each wrong field otherwise."""
+    if idempotency_key is not None and not (isinstance(idempotency_key, str) and is_idempotency_key(idempotency_key)):
+        raise InvalidRequest([{"loc": list(key_loc), "type": "value_error",
+                               "msg": "must be 1-255 printable ASCII characters without spaces"}])
+    try:
+        return JobCreate.model_validate(fields), idempotency_key
+    except ValidationError as exc:
+        raise InvalidRequest([{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
+                              for e in exc.errors()]) from None
 
 
 class JobService:

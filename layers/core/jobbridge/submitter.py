@@ -25,15 +25,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
-
 from .config import Settings
-from .errors import InvalidRequest, JobNotFound
-from .ids import is_idempotency_key, is_job_id, is_tenant
-from .models import DataClassification, JobCreate, JobPublic, Requirements, Target
+from .errors import JobNotFound
+from .ids import is_job_id, is_tenant
+from .models import DataClassification, JobPublic, Requirements, Target
 from .registry import Registry, load_registry
 from .routing import LambdaWorker
-from .service import JobService, Submitted
+from .service import JobService, Submitted, job_request
 from .store import JobStore
 
 __all__ = ["JobSubmitter", "Submitted"]
@@ -70,12 +68,10 @@ class JobSubmitter:
         ``IdempotencyConflict`` (the key was used with another request); ``DependencyUnavailable``
         when DynamoDB is (retry it: with an idempotency key, a retry never makes a second job).
         """
-        if idempotency_key is not None and not is_idempotency_key(idempotency_key):
-            raise InvalidRequest([{"loc": ["header", "Idempotency-Key"], "type": "value_error",
-                                   "msg": "must be 1-255 printable ASCII characters without spaces"}])
-        request = self._request(type=type, params=params or {}, target=target, priority=priority,
-                                requirements=requirements or {}, data_classification=data_classification)
-        return self.service.submit(self.tenant, request, idempotency_key=idempotency_key,
+        fields = {"type": type, "params": params or {}, "target": target, "priority": priority,
+                  "requirements": requirements or {}, "data_classification": data_classification}
+        request, key = job_request(fields, idempotency_key, key_loc=("header", "Idempotency-Key"))
+        return self.service.submit(self.tenant, request, idempotency_key=key,
                                    correlation_id=correlation_id)
 
     def get(self, job_id: str) -> JobPublic:
@@ -83,11 +79,3 @@ class JobSubmitter:
         if not is_job_id(job_id):
             raise JobNotFound(job_id)
         return JobPublic.of(self.store.get(job_id, self.tenant))
-
-    @staticmethod
-    def _request(**fields: Any) -> JobCreate:
-        try:
-            return JobCreate.model_validate(fields)
-        except ValidationError as exc:
-            raise InvalidRequest([{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
-                                  for e in exc.errors()]) from None
