@@ -183,3 +183,10 @@ def test_a_profile_with_a_token_command(env, stack: RunningStack, tmp_path: Path
 
     assert status == 0 and [json.loads(line)["job_id"] for line in out.splitlines()] == [accepted["job_id"]]
     assert jobs(env, "get", accepted["job_id"])[0] == 6  # globex's job: acme cannot see it
+
+
+def test_a_hot_job_type_answers_final_in_the_submit(env) -> None:
+    status, out, err = jobs(env, "submit", "checksum", "--param", "text=hello")
+
+    assert status == 0, err
+    assert "SUCCEEDED" in out and "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824" in out

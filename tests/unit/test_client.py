@@ -436,3 +436,11 @@ def test_submit_many_retries_the_items_that_met_an_outage(client: Client, transp
     assert [r.state for r in results] == [State.QUEUED] * 3 and not any(r.replayed for r in results)
     assert calls[3] == calls[1] and len(calls) == 4  # only the failed item went again, with its key
     assert len(transport.requests) == 2 and len(sleeps.pauses) == 1
+
+
+def test_a_hot_submit_comes_back_final_with_its_result(client: Client) -> None:
+    accepted = client.submit("checksum", {"text": "hello"})
+
+    assert accepted.state is State.SUCCEEDED and accepted.job is not None
+    assert accepted.job.result["hexdigest"] == "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+    assert client.wait(accepted.job_id).result == accepted.job.result

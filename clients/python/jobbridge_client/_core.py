@@ -82,11 +82,13 @@ def submit_body(type: str, params: dict[str, Any] | None, *, target: str | None,
 
 
 def accepted_of(response: httpx.Response, idempotency_key: str) -> Accepted:
+    """202: the job is queued. 200: a hot job type ran in the request; the body is the final job."""
     data = response.json()
     return Accepted(job_id=data["job_id"], state=State(data["state"]), route=data["route"],
-                    created_at=data["created_at"], location=data.get("location", f"/jobs/{data['job_id']}"),
+                    created_at=data["created_at"], location=response.headers.get("location", f"/jobs/{data['job_id']}"),
                     idempotency_key=idempotency_key,
-                    replayed=response.headers.get("idempotent-replayed", "").lower() == "true")
+                    replayed=response.headers.get("idempotent-replayed", "").lower() == "true",
+                    job=Job.of(data) if response.status_code == 200 else None)
 
 
 def page_of(response: httpx.Response) -> Page:

@@ -225,6 +225,12 @@ def run(args: argparse.Namespace, client: Client, output: Output, *, is_terminal
         params = parse_params(args.param, args.param_file)
         accepted = client.submit(args.type, params, target=args.target, priority=args.priority,
                                  idempotency_key=args.idempotency_key)
+        if accepted.job is not None:  # a hot job type ran in the request: it is final already
+            if output.as_json:
+                output.record(accepted.job.raw)
+            else:
+                output.final(accepted.job)
+            return STATE_EXIT[accepted.job.state]
         if not args.wait:
             output.accepted(accepted)
             return EXIT_OK

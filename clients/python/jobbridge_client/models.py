@@ -115,7 +115,8 @@ class JobSummary:
 @dataclass(frozen=True)
 class Accepted:
     """The answer to a submit: the job's id and where it runs. ``replayed``: the Idempotency-Key
-    had already made this job, and no second one was made."""
+    had already made this job, and no second one was made. ``job``: set when a hot job type ran in
+    the request (the API answered 200): it is already final."""
 
     job_id: str
     state: State
@@ -124,6 +125,7 @@ class Accepted:
     location: str
     idempotency_key: str
     replayed: bool = False
+    job: Job | None = None  # a hot job type ran in the request (200): the job as it ended, result included
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from .errors import IdempotencyConflict, InvalidParams, InvalidRequest
 from .ids import idempotent_job_id, is_idempotency_key, iso, new_job_id
 from .limits import check_params
 from .models import HistoryEntry, Job, JobCreate, State
-from .registry import Registry
+from .registry import JobType, Registry
 from .routing import LambdaWorker, choose_placement
 from .store import JobStore
 
@@ -28,6 +28,7 @@ from .store import JobStore
 class Submitted:
     job: Job
     created: bool  # False: an idempotent replay returned the job the key made before
+    ran_inline: bool = False  # a hot job type: the job ran in the request and is final
 
 
 def request_hash(request: JobCreate) -> str:
@@ -100,10 +101,32 @@ class JobService:
             expires_at=int((now + self.store.retention + timedelta(seconds=jt.timeout_s * jt.max_attempts)).timestamp()),
             history=[HistoryEntry(at=iso(now), state=State.QUEUED, event="submitted", attempt=0, detail=placement.route.value)],
         )
+        if jt.is_hot:
+            job = _run_inline(job, jt, params, self.store)
         stored, created = self.store.create(job)
         if not created and (stored.tenant != tenant or stored.request_hash != digest):
             raise IdempotencyConflict(idempotency_key or "", stored.job_id)
-        return Submitted(stored, created)
+        return Submitted(stored, created, ran_inline=jt.is_hot)
+
+
+def _run_inline(job: Job, jt: JobType, params: BaseModel, store: JobStore) -> Job:
+    """The job as a hot run leaves it: final, with its one attempt in the history (jobbridge.inline).
+    A replay of an Idempotency-Key runs it again before the write finds the first record: a hot
+    type should be cheap and free of side effects."""
+    from .inline import run_hot  # only hot submits pay for the pool's import
+
+    started = store.clock()
+    outcome = run_hot(jt, params, job.job_id)
+    finished = store.clock()
+    state = State.SUCCEEDED if outcome.error is None else State.FAILED
+    ended = HistoryEntry(at=iso(finished), state=state, event="succeeded" if outcome.error is None else "failed",
+                         attempt=1, detail=outcome.error.message[:200] if outcome.error else None)
+    return job.model_copy(update={
+        "state": state, "attempt": 1, "result": outcome.result, "error": outcome.error,
+        "started_at": iso(started), "finished_at": iso(finished), "updated_at": iso(finished),
+        "history": [*job.history, HistoryEntry(at=iso(started), state=State.RUNNING, event="ran_inline", attempt=1,
+                                               detail=f"budget {jt.hot_budget_ms} ms"), ended],
+    })
 
 
 def _finite(value: object) -> bool:

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from jobbridge.errors import JobBridgeError, JobNotFound
@@ -32,7 +33,8 @@ _JOB_LINKS = {
     "",
     status_code=202,
     response_model=JobAccepted,
-    responses={409: PROBLEM_RESPONSES[422] | {"description": "Idempotency-Key reused with another body"}},
+    responses={200: {"model": JobPublic, "description": "A hot job type ran in the request: the job as it ended"},
+               409: PROBLEM_RESPONSES[422] | {"description": "Idempotency-Key reused with another body"}},
     summary="Submit a job",
     openapi_extra={"responses": {"202": {"links": _JOB_LINKS}}},
 )
@@ -43,9 +45,10 @@ async def submit_job(
     response: Response,
     correlation: CorrelationDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None,
-) -> JobAccepted:
+) -> JobAccepted | JSONResponse:
     """Validate, choose the route and record the job (one conditional write). The job's
-    message is sent by the bridge from the table's stream, never from here."""
+    message is sent by the bridge from the table's stream, never from here. A hot job type runs
+    here, within its budget, and is recorded final: 200 with the job (jobbridge.inline)."""
     if idempotency_key is not None and not is_idempotency_key(idempotency_key):
         raise HTTPException(422, "Idempotency-Key must be 1-255 printable ASCII characters without spaces")
     submitted = await run_in_threadpool(
@@ -59,6 +62,9 @@ async def submit_job(
     log.info("job accepted" if submitted.created else "idempotent replay",
              extra={"job_id": job.job_id, "tenant": principal.tenant, "type": job.type, "route": job.route.value,
                     "correlation_id": correlation})
+    if submitted.ran_inline:
+        replayed = {} if submitted.created else {"Idempotent-Replayed": "true"}
+        return JSONResponse(JobPublic.of(job).model_dump(mode="json"), headers={"Location": location, **replayed})
     return JobAccepted(job_id=job.job_id, state=job.state, route=job.route, created_at=job.created_at, location=location)
 
 
