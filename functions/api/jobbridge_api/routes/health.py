@@ -20,7 +20,7 @@ class Health(BaseModel):
     checks: dict[str, str]
 
 
-@router.get("/health", response_model=Health, summary="Check DynamoDB and SQS are reachable")
+@router.get("/health", response_model=Health, operation_id="get_health", summary="Check DynamoDB and SQS are reachable")
 async def health(request: Request, principal: PrincipalDep, store: StoreDep, dispatcher: DispatcherDep):
     checks: dict[str, str] = {}
     try:

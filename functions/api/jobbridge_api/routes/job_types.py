@@ -34,7 +34,7 @@ class JobTypeList(BaseModel):
     items: list[JobTypeInfo]
 
 
-@router.get("", response_model=JobTypeList, summary="The job types a caller may submit")
+@router.get("", response_model=JobTypeList, operation_id="list_job_types", summary="The job types a caller may submit")
 async def list_job_types(principal: PrincipalDep, registry: RegistryDep) -> JobTypeList:
     return JobTypeList(
         items=[

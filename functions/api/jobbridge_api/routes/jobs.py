@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, HTTPException, Query, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from jobbridge.errors import JobBridgeError, JobNotFound
 from jobbridge.ids import is_idempotency_key, is_job_id
@@ -36,6 +36,7 @@ _JOB_LINKS = {
     responses={200: {"model": JobPublic, "description": "A hot job type ran in the request: the job as it ended"},
                409: PROBLEM_RESPONSES[422] | {"description": "Idempotency-Key reused with another body"}},
     summary="Submit a job",
+    operation_id="submit_job",
     openapi_extra={"responses": {"202": {"links": _JOB_LINKS}}},
 )
 async def submit_job(
@@ -79,6 +80,10 @@ class JobBatch(BaseModel):
     """The body of ``POST /jobs:batch``: each item is a ``JobCreate`` body, plus its own
     ``idempotency_key`` (the header of a single submit). An item that is not valid is refused on
     its own; the others are still submitted."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"jobs": [
+        {"type": "transcode", "params": {"video_id": "v1", "resolution": "8K"}, "idempotency_key": "v1-8k"},
+        {"type": "echo", "params": {"n": 2}}]}]})
 
     jobs: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BATCH_JOBS,
                                        description="JobCreate bodies, each with an optional idempotency_key")
@@ -130,7 +135,7 @@ def _submit_each(service: JobService, tenant: str, items: list[dict[str, Any]],
     return results
 
 
-@router.get("", response_model=JobPage, summary="List the caller's jobs, newest first")
+@router.get("", response_model=JobPage, summary="List the caller's jobs, newest first", operation_id="list_jobs")
 async def list_jobs(
     principal: PrincipalDep,
     store: StoreDep,
