@@ -51,3 +51,12 @@ def test_every_operation_is_tagged_and_every_body_has_an_example() -> None:
             if "requestBody" in op:
                 name = op["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
                 assert document["components"]["schemas"][name].get("examples"), (method, path)
+
+
+def test_errors_are_documented_as_the_problem_json_the_api_sends() -> None:
+    for document in documents():
+        for method, path, op in operations(document):
+            for status, response in op["responses"].items():
+                if status[0] in "45":
+                    assert list(response["content"]) == ["application/problem+json"], (method, path, status)
+                    assert response["content"]["application/problem+json"]["schema"]["$ref"].endswith("/Problem")

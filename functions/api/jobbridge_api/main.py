@@ -82,11 +82,23 @@ def _cut(full: dict[str, Any], *, agent: bool) -> dict[str, Any]:
             pending.extend(node.values())
         elif isinstance(node, list):
             pending.extend(node)
+    for ops in paths.values():
+        for op in ops.values():
+            _problems_as_problem_json(op)
     info = dict(full["info"])
     if agent:
         info.update(title="jobbridge agent API", summary="The routes an on-prem agent reports through")
     return {**full, "info": info, "paths": paths, "tags": TAGS_AGENT if agent else TAGS,
             "components": {**full.get("components", {}), "schemas": {k: v for k, v in schemas.items() if k in used}}}
+
+
+def _problems_as_problem_json(operation: dict[str, Any]) -> None:
+    """Document every 4xx/5xx body as the API sends it, ``application/problem+json`` with the
+    Problem schema (FastAPI files a response model under ``application/json``)."""
+    for status, response in operation.get("responses", {}).items():
+        content = response.get("content", {})
+        if status[:1] in "45" and "application/json" in content and problems.MEDIA_TYPE in content:
+            content[problems.MEDIA_TYPE] = content.pop("application/json")
 
 
 TAGS = [
