@@ -131,7 +131,7 @@ def test_submit_wait_shows_the_job_to_its_end_and_exits_0(env, args: list[str], 
 
 
 def test_watch_draws_the_bar_moving_to_100(env) -> None:
-    job_id = submitted(env, "sleep", "--param", "seconds:=8", "--param", "steps:=4")["job_id"]
+    job_id = submitted(env, "sleep", "--param", "seconds:=12", "--param", "steps:=4")["job_id"]
 
     terminal = Terminal(["watch", job_id], env)
 
