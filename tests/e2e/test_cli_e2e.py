@@ -126,6 +126,7 @@ def test_submit_wait_shows_the_job_to_its_end_and_exits_0(env, args: list[str], 
     if route == "batch":  # transcode reports its four passes (2 s each; the runner writes progress every 2 s)
         assert {25, 50, 75} & set(percentages(screen)), percentages(screen)
     job_id = re.search(r"(job_\w+) SUCCEEDED", screen).group(1)
+    assert f"{job_id} SUCCEEDED on {route}" in screen and f"{job_id} on {route}" in screen  # the line, the bar
     status, out, _ = jobs(env, "get", job_id, "--json")
     assert status == 0 and json.loads(out)["route"] == route
 

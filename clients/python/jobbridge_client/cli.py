@@ -164,7 +164,7 @@ class Output:
 
     def final(self, job: Job) -> None:
         """The last word of ``--wait``/``watch`` for a person."""
-        self.line(f"{job.job_id} {job.state.value}")
+        self.line(f"{job.job_id} {job.state.value} on {job.route}")
         self.outcome(job)
 
 
@@ -210,7 +210,7 @@ def _follow_with_bar(jobs: Iterator[Job], output: Output) -> Job:
             if job.cancel_requested and not job.state.is_final:
                 label += " (cancel requested)"
             if task is None:
-                task = progress.add_task(job.job_id, total=1.0, completed=fraction, state=label)
+                task = progress.add_task(f"{job.job_id} on {job.route}", total=1.0, completed=fraction, state=label)
             else:
                 progress.update(task, completed=fraction, state=label)
     assert job is not None
