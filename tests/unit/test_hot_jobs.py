@@ -146,3 +146,30 @@ def test_a_hot_jobs_own_failure_is_recorded_failed(hot_service, job_type_name: s
 
     assert job.state is State.FAILED and job.error.type == error_type
     assert [h.event for h in job.history] == ["submitted", "ran_inline", "failed"]
+
+
+def test_a_hot_job_waiting_for_a_busy_pool_fails_at_its_budget_and_never_starts(hot_service) -> None:
+    from jobbridge.inline import POOL_THREADS
+
+    service, registry, seen = hot_service
+    started: list[str] = []
+
+    @job_type("quick", params=Nothing, placements={Route.LAMBDA}, hot_budget_ms=50, registry=registry)
+    def quick(params: Nothing, ctx: Any) -> str:
+        started.append("quick")
+        return "done"
+
+    try:
+        for _ in range(POOL_THREADS):  # every thread held by a function that ignores its context
+            assert service.submit("acme", JobCreate(type="stuck")).job.error.type == "HotBudgetExceeded"
+
+        job = service.submit("acme", JobCreate(type="quick")).job
+
+        assert job.state is State.FAILED and job.error.type == "HotBudgetExceeded"
+    finally:
+        seen["release"].set()
+    from jobbridge.inline import _pool
+
+    _pool().shutdown(wait=True)  # every run started or still queued ends first
+    _pool.cache_clear()
+    assert started == []  # the queued run was cancelled, not run late

@@ -92,6 +92,7 @@ def run_hot(jt: JobType, params: BaseModel, job_id: str) -> InlineOutcome:
     try:
         result = future.result(timeout=budget_s)
     except (FutureTimeout, JobCancelled):
+        future.cancel()  # still waiting for a thread (the pool busy with stuck ones): it never starts
         ctx.stop()
         return InlineOutcome(error=JobError(
             type="HotBudgetExceeded", retryable=False,
