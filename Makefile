@@ -8,22 +8,23 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST := $(PY) -m pytest
 
-.PHONY: help install run test test-unit test-integration test-e2e check-template clean check-security fuzz soak bench bench-quick
+.PHONY: help install run test test-unit test-integration test-e2e check-template check-openapi clean check-security fuzz soak bench bench-quick
 
 help:
 	@echo "make run             start moto server, the API, the bridge and the workers on loopback"
 	@echo "make test            unit, integration and end-to-end tests"
 	@echo "make check-template  cfn-lint, sam validate --lint and sam build (no AWS account needed)"
 	@echo "make check-security  checkov over template.yaml: no finding left unexplained"
+	@echo "make check-openapi   the published OpenAPI documents generate clients that work (openapi-python-client)"
 	@echo "make fuzz            schemathesis, long run (FUZZ_EXAMPLES=1000)"
 	@echo "make soak            the local stack under faults and load (SOAK_ARGS=\"--jobs 2000 --fault-rate 0.05\")"
 	@echo "make bench           cold starts, hot path, AWS calls and cost per job, latency and CPU vs Celery (< 15 min)"
 	@echo "make bench-quick     the same, fewer runs and jobs (about 5 min)"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev]' -e './clients/python[cli]'
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -49,6 +50,9 @@ check-template:
 
 check-security:
 	bash scripts/check-security.sh
+
+check-openapi: $(STAMP)
+	bash scripts/check-openapi.sh
 
 FUZZ_EXAMPLES ?= 1000
 fuzz: $(STAMP)

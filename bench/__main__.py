@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import pricing
 from .harness import BENCH, PYTHON, ROOT, log, pct, ratio, rnd
 
 PARTS = ("cold", "hot", "stack", "celery")
@@ -99,8 +100,31 @@ def _hot(n: int) -> dict[str, Any]:
             out[f"{prefix}_cpu_floor_us_p{q}"] = rnd(pct(floor, q), 1)
             out[f"{prefix}_cpu_ratio" + ("" if q == 50 else "_p99")] = rnd(ratio(pct(ours, q), pct(floor, q)), 3)
         detail[route] = {"n": len(ours), "response_bytes": {k: v["response_bytes"] for k, v in data.items()}}
+    out.update(_bulk(max(50, n // 10), out, detail))
     out["hot_path_detail"] = detail
     return out
+
+
+BULK_JOBS = 25  # the jobs of events/api_jobs_batch.json
+
+
+def _bulk(n: int, single: dict[str, Any], detail: dict[str, Any]) -> dict[str, Any]:
+    """POST /jobs:batch (25 jobs a request) beside our own POST /jobs, per job: the CPU of the API
+    function, and what API Gateway and Lambda bill per request (the jobs' own writes, messages and
+    runs are the same either way)."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as tmp:
+        proc = subprocess.run([PYTHON, "-m", "bench.hot_path", "--route", "bulk", "--n", str(n), "--out", tmp.name],
+                              cwd=ROOT, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"hot path bulk: {proc.stderr[-3000:]}")
+        ours = json.loads(Path(tmp.name).read_text())["ours"]["cpu_us"]
+    detail["bulk"] = {"n": len(ours), "jobs_per_request": BULK_JOBS}
+    per_job = pct(ours, 50) / BULK_JOBS
+    per_request_usd = (pricing.API_GATEWAY_HTTP_PER_REQUEST + pricing.LAMBDA_PER_REQUEST) * 1e6
+    return {"bulk_cpu_us_per_job_p50": rnd(per_job, 1),
+            "bulk_cpu_ratio_vs_single": rnd(ratio(per_job, single["submit_cpu_us_p50"]), 3),
+            "bulk_requests_usd_per_million_jobs": rnd(per_request_usd / BULK_JOBS, 4),
+            "single_requests_usd_per_million_jobs": rnd(per_request_usd, 4)}
 
 
 def _stack(plan: dict[str, Any]) -> dict[str, Any]:
@@ -226,6 +250,14 @@ def render(r: dict[str, Any]) -> str:
                 f"{route}_cpu_ratio", digits=0)
             row(f"{label} p99", r[f"{route}_cpu_us_p99"], r[f"{route}_cpu_floor_us_p99"], r[f"{route}_cpu_ratio_p99"],
                 goal_text="(p99: shown)", digits=0)
+    if "bulk_cpu_us_per_job_p50" in r:
+        rows.append(("2b. BULK SUBMIT (POST /jobs:batch, 25 jobs a request; baseline: POST /jobs)", "", "", "", ""))
+        row("API function CPU us per job, p50", r["bulk_cpu_us_per_job_p50"], r["submit_cpu_us_p50"],
+            r["bulk_cpu_ratio_vs_single"], goal_text="(shown)", digits=0)
+        row("API Gateway + Lambda requests, USD per 1M jobs", r["bulk_requests_usd_per_million_jobs"],
+            r["single_requests_usd_per_million_jobs"], ratio(r["bulk_requests_usd_per_million_jobs"],
+                                                             r["single_requests_usd_per_million_jobs"]),
+            goal_text="(list prices)", digits=3)
     if r.get("cost_per_million_usd"):
         rows.append(("3. AWS CALLS AND COST PER 1M JOBS (USD; naive design)", "", "", "", ""))
         for route, cost in r["cost_per_million_usd"].items():

@@ -9,8 +9,11 @@ parsing the request. CPU per request is time.process_time() around each handler 
 process: FastAPI runs a route's blocking work in a thread pool, which thread_time would miss).
 Log lines go to /dev/null.
 
+``bulk`` measures ours with events/api_jobs_batch.json (POST /jobs:batch, 25 jobs, 25 PutItems),
+the floor app beside it doing its single submit; bench.__main__ sets it against our own POST /jobs.
+
 Run by bench.__main__ in a fresh process per route:
-``python -m bench.hot_path --route submit|get --n 3000 --out FILE``.
+``python -m bench.hot_path --route submit|get|bulk --n 3000 --out FILE``.
 """
 
 from __future__ import annotations
@@ -66,15 +69,20 @@ class App:
         self.stub = Stubber(client)
         self.stub.activate()
         self.samples: list[float] = []
+        self.calls_per_request = 1
         submit = json.loads((ROOT / "events" / "api_submit_job.json").read_text())
-        if route == "submit":
+        if route == "bulk":
+            bulk = json.loads((ROOT / "events" / "api_jobs_batch.json").read_text())
+            self.event, self.operation, self.answer, self.expected = bulk, "put_item", {}, 200
+            self.calls_per_request = len(json.loads(bulk["body"])["jobs"])
+        elif route == "submit":
             self.event, self.operation, self.answer, self.expected = submit, "put_item", {}, 202
         else:
             get = (ROOT / "events" / "api_get_job.json").read_text().replace(PLACEHOLDER, stored_item["job_id"]["S"])
             self.event, self.operation, self.answer, self.expected = json.loads(get), "get_item", {"Item": stored_item}, 200
 
     def queue(self, count: int) -> None:
-        for _ in range(count):
+        for _ in range(count * self.calls_per_request):
             self.stub.add_response(self.operation, self.answer)
 
     def request(self, keep: bool) -> None:
@@ -109,7 +117,7 @@ def _our_stored_item(module, client) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--route", choices=["submit", "get"], required=True)
+    parser.add_argument("--route", choices=["submit", "get", "bulk"], required=True)
     parser.add_argument("--n", type=int, default=3000)
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--out", required=True)
@@ -130,7 +138,7 @@ def main() -> None:
     ours_client = aws.client("dynamodb")  # the one the store uses (built once per process)
     item = _our_stored_item(ours_module, ours_client)
     apps = [App("ours", ours_module, ours_client, args.route, item),
-            App("floor", floor_module, floor_module.client(), args.route, item)]
+            App("floor", floor_module, floor_module.client(), "submit" if args.route == "bulk" else args.route, item)]
     for app in apps:
         app.queue(args.warmup + args.n)
     gc.collect()

@@ -160,6 +160,9 @@ jobbridge local stack is up
 {queues}
   state         {stack.config.state_dir / "stack.json"}
 
+export JOBBRIDGE_API_URL={info.api_url} JOBBRIDGE_TOKEN={token}
+.venv/bin/jobbridge jobs submit sleep --param seconds:=5 --wait
+
 export TOKEN={token}
 curl -s -X POST {info.api_url}/jobs -H "Authorization: Bearer $TOKEN" \\
      -H "Content-Type: application/json" -d {shlex.quote(body)}

@@ -46,6 +46,10 @@ app.dependency_overrides[deps.settings_dep] = lambda: _current["settings"]
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 schema.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
                                 max_examples=fuzz_examples())
+# The agents' routes have a document of their own.
+agent_schema = schemathesis.openapi.from_asgi("/agent/openapi.json", app)
+agent_schema.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
+                                      max_examples=fuzz_examples())
 
 
 def _clear_api_caches() -> None:
@@ -111,6 +115,14 @@ def _known_type(case: Any, every: int = 2) -> None:
 @settings(deadline=None, suppress_health_check=list(HealthCheck), max_examples=fuzz_examples(), derandomize=SHORT_RUN)
 def test_every_operation_answers_without_5xx_and_with_problem_bodies(case, api_schema, tenant_headers, agent_headers):
     _known_type(case)
+    case.call_and_validate(headers=_headers_for(case, tenant_headers, agent_headers), checks=CHECKS,
+                           additional_checks=[problem_bodies])
+
+
+@agent_schema.parametrize()
+@settings(deadline=None, suppress_health_check=list(HealthCheck), max_examples=fuzz_examples(), derandomize=SHORT_RUN)
+def test_every_agent_operation_answers_without_5xx_and_with_problem_bodies(case, api_schema, tenant_headers,
+                                                                           agent_headers):
     case.call_and_validate(headers=_headers_for(case, tenant_headers, agent_headers), checks=CHECKS,
                            additional_checks=[problem_bodies])
 

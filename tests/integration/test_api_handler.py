@@ -72,6 +72,7 @@ EXPECTED_STATUS = {
     # Its caller is a session of the agent role of the stack named "jobbridge" (samconfig.toml's);
     # each test stack has a name of its own, so as stored the caller is another stack's role.
     "api_agent_claim": 403,
+    "api_jobs_batch": 200,  # a result per item inside
 }
 
 
@@ -108,6 +109,17 @@ def test_the_submitted_job_belongs_to_the_claims_tenant(call, module_stack, stac
     assert job.tenant == load_event("api_submit_job")["requestContext"]["authorizer"]["jwt"]["claims"]["tenant"]
     assert job.params == json.loads(load_event("api_submit_job")["body"])["params"]
     assert job.correlation_id == load_event("api_submit_job")["requestContext"]["requestId"]
+
+
+def test_the_bulk_submit_event_records_its_25_jobs_once(call, module_stack, stack_store) -> None:
+    event = load_event("api_jobs_batch")
+    event["requestContext"]["authorizer"]["jwt"]["claims"]["tenant"] = "bulk-tenant"  # its own key space
+
+    first, again = call(event).json()["results"], call(event).json()["results"]
+
+    assert [r["status"] for r in first] == [202] * 25 and [r["status"] for r in again] == [200] * 25
+    assert [r["job"]["job_id"] for r in first] == [r["job"]["job_id"] for r in again]
+    assert {stack_store(module_stack).get(r["job"]["job_id"]).tenant for r in first} == {"bulk-tenant"}
 
 
 def test_transcode_8k_event_goes_to_batch(call) -> None:

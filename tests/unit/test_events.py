@@ -22,7 +22,8 @@ STREAM_ARN = re.compile(r"^arn:aws:dynamodb:[a-z0-9-]+:\d{12}:table/[\w.-]+/stre
 
 def test_there_is_one_api_event_per_route_and_case() -> None:
     assert API_EVENTS == sorted([
-        "api_agent_claim", "api_cancel_job", "api_get_job", "api_health", "api_job_types", "api_list_jobs", "api_no_claims",
+        "api_agent_claim", "api_cancel_job", "api_get_job", "api_health", "api_job_types", "api_jobs_batch",
+        "api_list_jobs", "api_no_claims",
         "api_submit_idempotent", "api_submit_invalid_target", "api_submit_job", "api_submit_transcode_8k",
     ])
 

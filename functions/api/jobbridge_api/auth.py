@@ -18,10 +18,11 @@ from typing import Any
 from fastapi import HTTPException, Request
 
 from jobbridge.config import Settings
+from jobbridge.ids import TENANT_RE
 
 # A tenant id (and a local agent id): 1-128 of A-Z a-z 0-9 _ . @ : -, the whole claim (fullmatch: a
 # "$" would let a trailing newline through). Anything else is refused, never cleaned up.
-_TENANT_RE = re.compile(r"[A-Za-z0-9_.@:-]{1,128}")
+_TENANT_RE = TENANT_RE
 # arn:PARTITION:iam::ACCOUNT:role/[PATH/]NAME, and the ARN of a session of such a role as STS and API
 # Gateway report it: arn:PARTITION:sts::ACCOUNT:assumed-role/NAME/SESSION (the role's path is not
 # in it). https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_identifiers.html#identifiers-arns

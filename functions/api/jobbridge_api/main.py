@@ -31,14 +31,82 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(IncludeOnFirstUse, routers=later)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(Correlation)
-    openapi = app.openapi
-
-    def openapi_with_every_router() -> dict[str, Any]:
-        later.include()
-        return openapi()
-
-    app.openapi = openapi_with_every_router  # the documented way to customise it
+    install_documents(app, later)
     return app
+
+
+AGENT_PREFIX = "/agent/"
+AGENT_DOCUMENT = "/agent/openapi.json"
+
+
+def install_documents(app: FastAPI, later: "LaterRouters") -> None:
+    """Two OpenAPI documents: ``/openapi.json`` for tenants (what a generated client should offer)
+    and ``/agent/openapi.json`` for on-prem agents (in AWS behind the agents' IAM authorization, like
+    every /agent route). Both are cut from the one document FastAPI builds, each path to its own,
+    with the schemas its paths use; built once, with every router included."""
+    from fastapi.openapi.utils import get_openapi
+    from fastapi.responses import JSONResponse
+
+    documents: dict[bool, dict[str, Any]] = {}
+
+    def document(agent: bool) -> dict[str, Any]:
+        if not documents:
+            later.include()
+            full = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            for side in (False, True):
+                documents[side] = _cut(full, agent=side)
+        return documents[agent]
+
+    app.openapi = lambda: document(agent=False)  # the documented way to customise it
+
+    async def agent_document() -> JSONResponse:
+        return JSONResponse(document(agent=True))
+
+    app.add_api_route(AGENT_DOCUMENT, agent_document, include_in_schema=False)
+
+
+def _cut(full: dict[str, Any], *, agent: bool) -> dict[str, Any]:
+    paths = {path: ops for path, ops in full["paths"].items() if path.startswith(AGENT_PREFIX) == agent}
+    schemas = full.get("components", {}).get("schemas", {})
+    used: set[str] = set()
+    pending = [paths]
+    while pending:  # every schema a path refers to, and every schema those refer to
+        node = pending.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
+                name = ref.rsplit("/", 1)[1]
+                if name not in used:
+                    used.add(name)
+                    pending.append(schemas.get(name))
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    for ops in paths.values():
+        for op in ops.values():
+            _problems_as_problem_json(op)
+    info = dict(full["info"])
+    if agent:
+        info.update(title="jobbridge agent API", summary="The routes an on-prem agent reports through")
+    return {**full, "info": info, "paths": paths, "tags": TAGS_AGENT if agent else TAGS,
+            "components": {**full.get("components", {}), "schemas": {k: v for k, v in schemas.items() if k in used}}}
+
+
+def _problems_as_problem_json(operation: dict[str, Any]) -> None:
+    """Document every 4xx/5xx body as the API sends it, ``application/problem+json`` with the
+    Problem schema (FastAPI files a response model under ``application/json``)."""
+    for status, response in operation.get("responses", {}).items():
+        content = response.get("content", {})
+        if status[:1] in "45" and "application/json" in content and problems.MEDIA_TYPE in content:
+            content[problems.MEDIA_TYPE] = content.pop("application/json")
+
+
+TAGS = [
+    {"name": "jobs", "description": "Submit, read, list and cancel your jobs"},
+    {"name": "job types", "description": "What you may submit"},
+    {"name": "health", "description": "Whether the API's dependencies are reachable"},
+]
+TAGS_AGENT = [{"name": "agent", "description": "Claim private jobs, heartbeat, report their end"}]
 
 
 class LaterRouters:
@@ -76,7 +144,7 @@ class LaterRouters:
         root = scope.get("root_path", "")
         if root and path.startswith(root):
             path = path[len(root):]
-        return not (path == self.hot_prefix or path.startswith(self.hot_prefix + "/"))
+        return not (path == self.hot_prefix or path.startswith((self.hot_prefix + "/", self.hot_prefix + ":")))
 
 
 class IncludeOnFirstUse:

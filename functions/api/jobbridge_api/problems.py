@@ -74,22 +74,29 @@ async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     return problem(exc.status_code, slug, title, str(exc.detail), request=request, headers=getattr(exc, "headers", None))
 
 
-def _domain_handler(status: int, slug: str, title: str, field: str | None = None):
-    async def handle(request: Request, exc: Exception) -> JSONResponse:
-        fields = []
-        if isinstance(exc, errors.InvalidParams):
-            fields = exc.errors
-        elif isinstance(exc, errors.PlacementNotAllowed):
-            fields = [{"loc": ["body", exc.field], "msg": exc.reason, "type": "placement_not_allowed"}]
-        elif isinstance(exc, errors.TooLarge):
-            loc = ["body"] if isinstance(exc, errors.ItemTooLarge) else ["body", exc.field]
-            fields = [{"loc": loc, "msg": str(exc), "type": slug}]
-        elif field is not None:
-            fields = [{"loc": ["body", field] if field != "cursor" else ["query", field], "msg": str(exc), "type": slug}]
-        headers = {"Retry-After": "1"} if status == 503 else None
-        return problem(status, slug, title, str(exc), errors_=fields, request=request, headers=headers)
+def domain_problem(exc: errors.JobBridgeError, correlation_id: str | None = None) -> Problem:
+    """The problem body of a domain error (its class's entry in ``_DOMAIN``, found along its MRO):
+    what its handler answers, and what a bulk submit reports for one item."""
+    status, slug, title, field = next(_DOMAIN[cls] for cls in type(exc).__mro__ if cls in _DOMAIN)
+    fields: list[dict[str, Any]] = []
+    if isinstance(exc, (errors.InvalidParams, errors.InvalidRequest)):
+        fields = exc.errors
+    elif isinstance(exc, errors.PlacementNotAllowed):
+        fields = [{"loc": ["body", exc.field], "msg": exc.reason, "type": "placement_not_allowed"}]
+    elif isinstance(exc, errors.TooLarge):
+        loc = ["body"] if isinstance(exc, errors.ItemTooLarge) else ["body", exc.field]
+        fields = [{"loc": loc, "msg": str(exc), "type": slug}]
+    elif field is not None:
+        fields = [{"loc": ["body", field] if field != "cursor" else ["query", field], "msg": str(exc), "type": slug}]
+    return Problem(type=PROBLEM_BASE + slug, title=title, status=status, detail=str(exc),
+                   errors=[FieldError(**f) for f in fields], correlation_id=correlation_id)
 
-    return handle
+
+async def _domain(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.JobBridgeError)
+    body = domain_problem(exc, getattr(request.state, "correlation_id", None))
+    headers = {"Retry-After": "1"} if body.status == 503 else None
+    return JSONResponse(body.model_dump(), status_code=body.status, media_type=MEDIA_TYPE, headers=headers)
 
 
 async def _too_deep(request: Request, exc: RecursionError) -> JSONResponse:
@@ -106,19 +113,28 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(RecursionError, _too_deep)
-    app.add_exception_handler(errors.JobNotFound, _domain_handler(404, "not-found", "Job not found"))
-    app.add_exception_handler(errors.UnknownJobType, _domain_handler(422, "unknown-job-type", "Unknown job type", "type"))
-    app.add_exception_handler(errors.InvalidParams, _domain_handler(422, "invalid-params", "Invalid params"))
-    app.add_exception_handler(errors.PlacementNotAllowed, _domain_handler(422, "placement-not-allowed", "Placement not allowed"))
+    for cls in _DOMAIN:
+        app.add_exception_handler(cls, _domain)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+# Domain error -> (status, slug, title, field named in errors): the one table of the mapping.
+_DOMAIN: dict[type[errors.JobBridgeError], tuple[int, str, str, str | None]] = {
+    errors.JobNotFound: (404, "not-found", "Job not found", None),
+    errors.UnknownJobType: (422, "unknown-job-type", "Unknown job type", "type"),
+    errors.InvalidParams: (422, "invalid-params", "Invalid params", None),
+    # Raised by JobSubmitter (in process) and for one item of a bulk submit.
+    errors.InvalidRequest: (422, "validation", "Invalid request", None),
+    errors.PlacementNotAllowed: (422, "placement-not-allowed", "Placement not allowed", None),
     # A part of the record over its share of DynamoDB's item size (jobbridge.limits): the content is
     # too large, whatever the body's size.
-    app.add_exception_handler(errors.TooLarge, _domain_handler(413, "too-large", "Too large"))
-    app.add_exception_handler(errors.IdempotencyConflict, _domain_handler(409, "idempotency-conflict", "Idempotency-Key reused"))
-    app.add_exception_handler(errors.JobAlreadyFinal, _domain_handler(409, "job-final", "Job already final"))
-    app.add_exception_handler(errors.InvalidTransition, _domain_handler(409, "invalid-transition", "Conflict"))
-    app.add_exception_handler(errors.InvalidCursor, _domain_handler(400, "invalid-cursor", "Invalid cursor", "cursor"))
-    app.add_exception_handler(errors.DependencyUnavailable, _domain_handler(503, "unavailable", "Service unavailable"))
-    app.add_exception_handler(Exception, _unexpected)
+    errors.TooLarge: (413, "too-large", "Too large", None),
+    errors.IdempotencyConflict: (409, "idempotency-conflict", "Idempotency-Key reused", None),
+    errors.JobAlreadyFinal: (409, "job-final", "Job already final", None),
+    errors.InvalidTransition: (409, "invalid-transition", "Conflict", None),
+    errors.InvalidCursor: (400, "invalid-cursor", "Invalid cursor", "cursor"),
+    errors.DependencyUnavailable: (503, "unavailable", "Service unavailable", None),
+}
 
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {

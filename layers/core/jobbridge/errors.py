@@ -74,6 +74,16 @@ class InvalidParams(JobBridgeError):
         self.errors = errors
 
 
+class InvalidRequest(JobBridgeError):
+    """A submit made in process (``JobSubmitter``) is not a valid request: what the API answers 422
+    for. ``errors`` carry field paths, as the API's problem does."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        fields = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5])
+        super().__init__(f"invalid request: {fields}")
+        self.errors = errors
+
+
 class PlacementNotAllowed(JobBridgeError):
     """The request asks for a placement the job type or the data classification forbids."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from datetime import datetime, timezone
 
@@ -34,6 +35,20 @@ def idempotent_job_id(tenant: str, key: str) -> str:
     """The id of the job a (tenant, Idempotency-Key) pair names; the same pair, the same id."""
     digest = hashlib.sha256(f"{tenant}\x00{key}".encode()).digest()
     return PREFIX + "k" + _b32(int.from_bytes(digest[:16], "big"), 25)
+
+
+# A tenant (the token's claim, or the app's own name for itself in-process) and an Idempotency-Key:
+# what the API and JobSubmitter accept alike.
+TENANT_RE = re.compile(r"[A-Za-z0-9_.@:-]{1,128}")  # whole value: fullmatch (a "$" lets a trailing newline in)
+IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII, no spaces; the whole value
+
+
+def is_tenant(value: object) -> bool:
+    return isinstance(value, str) and TENANT_RE.fullmatch(value) is not None
+
+
+def is_idempotency_key(value: str) -> bool:
+    return IDEMPOTENCY_KEY_RE.fullmatch(value) is not None
 
 
 def is_job_id(value: str) -> bool:

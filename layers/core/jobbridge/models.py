@@ -92,7 +92,10 @@ DEFAULT_QUEUE_WAIT_S = 3 * 86400
 class JobCreate(BaseModel):
     """The body of ``POST /jobs``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"type": "transcode", "params": {"video_id": "v42", "resolution": "8K"}},
+        {"type": "sleep", "params": {"seconds": 5, "steps": 5}, "target": "public", "priority": 10},
+    ]})
 
     type: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
     params: dict[str, Any] = Field(default_factory=dict)
@@ -266,7 +269,7 @@ class JobPage(BaseModel):
 
 
 class AgentClaim(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"attempt": 0, "lease_s": 60}]})
 
     attempt: int = Field(ge=0, description="The attempt count in the queue message (fences stale duplicates)")
     lease_s: int = Field(default=60, ge=10, le=43_200)
@@ -277,7 +280,8 @@ class AgentClaim(BaseModel):
 
 
 class AgentHeartbeat(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"attempt": 1, "lease_s": 60, "progress": {"fraction": 0.5, "message": "encode"}}]})
 
     attempt: int = Field(ge=1)
     lease_s: int = Field(default=60, ge=10, le=43_200)
@@ -285,21 +289,23 @@ class AgentHeartbeat(BaseModel):
 
 
 class AgentComplete(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"attempt": 1, "result": {"output": "renditions/v42/4K.mp4"}}]})
 
     attempt: int = Field(ge=1)
     result: Any = None
 
 
 class AgentFail(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"attempt": 1, "error": {"type": "DiskFull", "message": "no space left on /scratch", "retryable": True}}]})
 
     attempt: int = Field(ge=1)
     error: JobError
 
 
 class AgentAttempt(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"attempt": 1}]})
 
     attempt: int = Field(ge=1)
 

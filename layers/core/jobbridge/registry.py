@@ -16,6 +16,10 @@ pydantic model for its params, where it may run and how it retries::
         ...
         return {"ok": True}
 
+A type whose runs are short (well under 100 ms) may be declared hot, ``hot_budget_ms=50``: the API
+runs it in the submit request itself and answers 200 with the result (jobbridge.inline); it must run
+on Lambda only (it runs in the API's own function).
+
 Operators add their own types by naming modules in ``JOBBRIDGE_JOB_MODULES``; importing the
 module registers its types. The same registry serves the API (validation, routing), the Lambda
 worker, the Batch container and the agent.
@@ -34,6 +38,9 @@ from .errors import InvalidParams, UnknownJobType
 from .models import DEFAULT_QUEUE_WAIT_S, DataClassification, Requirements, Route, Target
 
 BUILTIN_MODULES = ("jobbridge.jobtypes.builtin",)
+# A hot job holds its submit request: beyond a second it is not hot (API Gateway waits 30 s at most,
+# and the caller should not); such work is a cold job.
+MAX_HOT_BUDGET_MS = 1000
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,11 @@ class JobType:
     data_classification: DataClassification = DataClassification.INTERNAL
     description: str = ""
     plan: Callable[[Any], PlacementHint] | None = None
+    hot_budget_ms: int | None = None  # hot: run in the submit request, within this budget
+
+    @property
+    def is_hot(self) -> bool:
+        return self.hot_budget_ms is not None
 
     def parse_params(self, raw: dict[str, Any]) -> BaseModel:
         try:
@@ -136,12 +148,18 @@ def job_type(
     backoff: Backoff = Backoff(),
     data_classification: DataClassification = DataClassification.INTERNAL,
     plan: Callable[[Any], PlacementHint] | None = None,
+    hot_budget_ms: int | None = None,
     registry: Registry | None = None,
 ) -> Callable[[Callable[[Any, Any], Any]], Callable[[Any, Any], Any]]:
     """Register the decorated function as a job type (see the module docstring)."""
     routes = frozenset(Route(r) for r in placements)
     if not routes:
         raise ValueError(f"job type {name!r} needs at least one placement")
+    if hot_budget_ms is not None:
+        if routes != {Route.LAMBDA}:
+            raise ValueError(f"job type {name!r} is hot: it runs in the API's Lambda, so placements must be {{LAMBDA}}")
+        if not 1 <= hot_budget_ms <= MAX_HOT_BUDGET_MS:
+            raise ValueError(f"job type {name!r}: hot_budget_ms must be 1..{MAX_HOT_BUDGET_MS}")
     if data_classification.must_stay_private and routes != {Route.PRIVATE}:
         raise ValueError(f"job type {name!r} handles {data_classification.value} data: it may only run on private")
 
@@ -159,6 +177,7 @@ def job_type(
                 data_classification=data_classification,
                 description=(func.__doc__ or "").strip().split("\n\n")[0],
                 plan=plan,
+                hot_budget_ms=hot_budget_ms,
             )
         )
         return func

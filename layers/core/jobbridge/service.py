@@ -10,13 +10,16 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
 
 from .dynamo_codec import is_unicode_text
-from .errors import IdempotencyConflict, InvalidParams
-from .ids import idempotent_job_id, iso, new_job_id
+from .errors import IdempotencyConflict, InvalidParams, InvalidRequest
+from .ids import idempotent_job_id, is_idempotency_key, iso, new_job_id
 from .limits import check_params
 from .models import HistoryEntry, Job, JobCreate, State
-from .registry import Registry
+from .registry import JobType, Registry
 from .routing import LambdaWorker, choose_placement
 from .store import JobStore
 
@@ -28,6 +31,7 @@ MAX_PARAMS_DEPTH = 64  # objects and arrays, the params object itself included
 class Submitted:
     job: Job
     created: bool  # False: an idempotent replay returned the job the key made before
+    ran_inline: bool = False  # a hot job type: the job ran in the request and is final
 
 
 def request_hash(request: JobCreate) -> str:
@@ -36,6 +40,21 @@ def request_hash(request: JobCreate) -> str:
     unset = {"queue_wait_s"} if request.queue_wait_s is None else None
     canonical = json.dumps(request.model_dump(mode="json", exclude=unset), separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def job_request(fields: dict[str, Any], idempotency_key: object = None,
+                key_loc: tuple[str, ...] = ("body", "idempotency_key")) -> tuple[JobCreate, str | None]:
+    """A submit's fields checked as ``POST /jobs`` checks its body and Idempotency-Key header, for
+    the callers FastAPI does not check for (JobSubmitter, an item of a bulk submit);
+    InvalidRequest naming each wrong field otherwise."""
+    if idempotency_key is not None and not (isinstance(idempotency_key, str) and is_idempotency_key(idempotency_key)):
+        raise InvalidRequest([{"loc": list(key_loc), "type": "value_error",
+                               "msg": "must be 1-255 printable ASCII characters without spaces"}])
+    try:
+        return JobCreate.model_validate(fields), idempotency_key
+    except ValidationError as exc:
+        raise InvalidRequest([{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
+                              for e in exc.errors()]) from None
 
 
 class JobService:
@@ -95,10 +114,32 @@ class JobService:
             updated_at=iso(now),
             history=[HistoryEntry(at=iso(now), state=State.QUEUED, event="submitted", attempt=0, detail=placement.route.value)],
         )
+        if jt.is_hot:
+            job = _run_inline(job, jt, params, self.store)
         stored, created = self.store.create(job)
         if not created and (stored.tenant != tenant or stored.request_hash != digest):
             raise IdempotencyConflict(idempotency_key or "", stored.job_id)
-        return Submitted(stored, created)
+        return Submitted(stored, created, ran_inline=jt.is_hot)
+
+
+def _run_inline(job: Job, jt: JobType, params: BaseModel, store: JobStore) -> Job:
+    """The job as a hot run leaves it: final, with its one attempt in the history (jobbridge.inline).
+    A replay of an Idempotency-Key runs it again before the write finds the first record: a hot
+    type should be cheap and free of side effects."""
+    from .inline import run_hot  # only hot submits pay for the pool's import
+
+    started = store.clock()
+    outcome = run_hot(jt, params, job.job_id)
+    finished = store.clock()
+    state = State.SUCCEEDED if outcome.error is None else State.FAILED
+    ended = HistoryEntry(at=iso(finished), state=state, event="succeeded" if outcome.error is None else "failed",
+                         attempt=1, detail=outcome.error.message[:200] if outcome.error else None)
+    return job.model_copy(update={
+        "state": state, "attempt": 1, "result": outcome.result, "error": outcome.error,
+        "started_at": iso(started), "finished_at": iso(finished), "updated_at": iso(finished),
+        "history": [*job.history, HistoryEntry(at=iso(started), state=State.RUNNING, event="ran_inline", attempt=1,
+                                               detail=f"budget {jt.hot_budget_ms} ms"), ended],
+    })
 
 
 def _depth(value: object) -> int:

@@ -137,14 +137,16 @@ class JobStore:
     # --- create and read -----------------------------------------------------------------
 
     def create(self, job: Job) -> tuple[Job, bool]:
-        """Record a new QUEUED job with one conditional PutItem.
+        """Record a new job with one conditional PutItem: QUEUED, or already final (a hot job
+        type ran in the request, jobbridge.inline; never in the active index).
 
         Returns ``(job, True)`` when written, or ``(existing, False)`` when a job with this id
         already exists (an idempotent replay), read from the same call's failure.
         """
         record = job.model_dump(mode="json", exclude_none=True)
-        record["active_state"] = job.state.value
-        record["due_at"] = job.not_before or job.created_at
+        if not job.state.is_final:
+            record["active_state"] = job.state.value
+            record["due_at"] = job.not_before or job.created_at
         try:
             self._call(
                 "put_item",

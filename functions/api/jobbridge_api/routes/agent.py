@@ -63,7 +63,7 @@ def _own_private_job(store, job_id: str, agent, action: str) -> Job:
     return job
 
 
-@router.post("/{job_id}/claim", response_model=AgentJob, summary="Claim a private job for this agent")
+@router.post("/{job_id}/claim", operation_id="claim_job", response_model=AgentJob, summary="Claim a private job for this agent")
 async def claim(job_id: str, body: AgentClaim, agent: AgentDep, store: StoreDep, lifecycle: LifecycleDep,
                 settings: SettingsDep) -> AgentJob:
     await run_in_threadpool(_private_job, store, job_id)
@@ -74,7 +74,7 @@ async def claim(job_id: str, body: AgentClaim, agent: AgentDep, store: StoreDep,
     return AgentJob.of(job)
 
 
-@router.post("/{job_id}/heartbeat", response_model=AgentBeatAnswer, summary="Extend the lease, report progress")
+@router.post("/{job_id}/heartbeat", operation_id="heartbeat_job", response_model=AgentBeatAnswer, summary="Extend the lease, report progress")
 async def heartbeat(job_id: str, body: AgentHeartbeat, agent: AgentDep, store: StoreDep, lifecycle: LifecycleDep,
                     settings: SettingsDep) -> AgentBeatAnswer:
     lease = min(body.lease_s, settings.agent_lease_max_s)
@@ -88,7 +88,7 @@ async def heartbeat(job_id: str, body: AgentHeartbeat, agent: AgentDep, store: S
                            lease_expires_at=job.lease_expires_at, state=job.state)
 
 
-@router.post("/{job_id}/complete", response_model=JobPublic, summary="Report the result")
+@router.post("/{job_id}/complete", operation_id="complete_job", response_model=JobPublic, summary="Report the result")
 async def complete(job_id: str, body: AgentComplete, agent: AgentDep, store: StoreDep,
                    lifecycle: LifecycleDep) -> JobPublic:
     await run_in_threadpool(_own_private_job, store, job_id, agent, "complete")
@@ -96,14 +96,14 @@ async def complete(job_id: str, body: AgentComplete, agent: AgentDep, store: Sto
     return JobPublic.of(job)
 
 
-@router.post("/{job_id}/fail", response_model=JobPublic, summary="Report a failure (retried per the job type's policy)")
+@router.post("/{job_id}/fail", operation_id="fail_job", response_model=JobPublic, summary="Report a failure (retried per the job type's policy)")
 async def fail(job_id: str, body: AgentFail, agent: AgentDep, store: StoreDep, lifecycle: LifecycleDep) -> JobPublic:
     job = await run_in_threadpool(_own_private_job, store, job_id, agent, "fail")
     settled = await run_in_threadpool(lifecycle.fail, job_id, body.attempt, body.error, job.attempt_budget, job.type)
     return JobPublic.of(settled)
 
 
-@router.post("/{job_id}/release", response_model=JobPublic,
+@router.post("/{job_id}/release", operation_id="release_job", response_model=JobPublic,
              summary="Hand the job back unfinished (the agent shuts down): QUEUED again, no attempt spent")
 async def release(job_id: str, body: AgentAttempt, agent: AgentDep, store: StoreDep,
                   lifecycle: LifecycleDep) -> JobPublic:
@@ -113,7 +113,7 @@ async def release(job_id: str, body: AgentAttempt, agent: AgentDep, store: Store
     return JobPublic.of(job)
 
 
-@router.post("/{job_id}/cancelled", response_model=JobPublic, summary="Acknowledge a cancel: the job stopped")
+@router.post("/{job_id}/cancelled", operation_id="acknowledge_cancel", response_model=JobPublic, summary="Acknowledge a cancel: the job stopped")
 async def cancelled(job_id: str, body: AgentAttempt, agent: AgentDep, store: StoreDep,
                     lifecycle: LifecycleDep) -> JobPublic:
     await run_in_threadpool(_own_private_job, store, job_id, agent, "cancel")

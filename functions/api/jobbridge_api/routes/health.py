@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from jobbridge.errors import DependencyUnavailable
@@ -20,7 +19,7 @@ class Health(BaseModel):
     checks: dict[str, str]
 
 
-@router.get("/health", response_model=Health, summary="Check DynamoDB and SQS are reachable")
+@router.get("/health", response_model=Health, operation_id="get_health", summary="Check DynamoDB and SQS are reachable")
 async def health(request: Request, principal: PrincipalDep, store: StoreDep, dispatcher: DispatcherDep):
     checks: dict[str, str] = {}
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from jobbridge.models import DataClassification, Route, Target
 
@@ -24,6 +24,9 @@ class JobTypeInfo(BaseModel):
     data_classification: DataClassification
     timeout_s: int
     max_attempts: int
+    hot_budget_ms: int | None = Field(default=None, description="Set for a hot type: POST /jobs runs it in the "
+                                                                "request and answers 200 with the job, or fails it "
+                                                                "past this budget")
     params_schema: dict[str, Any]
 
 
@@ -31,7 +34,7 @@ class JobTypeList(BaseModel):
     items: list[JobTypeInfo]
 
 
-@router.get("", response_model=JobTypeList, summary="The job types a caller may submit")
+@router.get("", response_model=JobTypeList, operation_id="list_job_types", summary="The job types a caller may submit")
 async def list_job_types(principal: PrincipalDep, registry: RegistryDep) -> JobTypeList:
     return JobTypeList(
         items=[
@@ -44,6 +47,7 @@ async def list_job_types(principal: PrincipalDep, registry: RegistryDep) -> JobT
                 data_classification=jt.data_classification,
                 timeout_s=jt.timeout_s,
                 max_attempts=jt.max_attempts,
+                hot_budget_ms=jt.hot_budget_ms,
                 params_schema=jt.params_model.model_json_schema(),
             )
             for jt in registry

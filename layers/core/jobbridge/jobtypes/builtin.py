@@ -1,10 +1,11 @@
-"""The example job types: echo, sleep, fail, transcode and genome_align.
+"""The example job types: echo, sleep, fail, transcode, genome_align and checksum (hot).
 
 They run unchanged in the Lambda worker, the Batch container and the on-prem agent.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +31,19 @@ class EchoParams(BaseModel):
 def echo(params: EchoParams, ctx: Any) -> dict[str, Any]:
     """Return the params unchanged. Runs anywhere."""
     return params.model_dump()
+
+
+class ChecksumParams(_Params):
+    text: str = Field(max_length=65536, description="The text to hash (UTF-8)")
+    algorithm: Literal["sha256", "blake2b"] = "sha256"
+
+
+@job_type("checksum", params=ChecksumParams, placements={Route.LAMBDA}, timeout_s=10, max_attempts=1,
+          hot_budget_ms=250)
+def checksum(params: ChecksumParams, ctx: Any) -> dict[str, Any]:
+    """Hash a text. Hot: run in the submit request, which answers 200 with the digest."""
+    digest = hashlib.new(params.algorithm, params.text.encode("utf-8", "surrogatepass")).hexdigest()
+    return {"algorithm": params.algorithm, "hexdigest": digest, "bytes": len(params.text.encode("utf-8", "surrogatepass"))}
 
 
 class SleepParams(_Params):
