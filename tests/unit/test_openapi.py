@@ -39,7 +39,7 @@ def test_operation_ids_are_names_a_generator_keeps() -> None:
 
     ids = {op["operationId"] for document in (public, agent) for _, _, op in operations(document)}
     assert {"submit_job", "submit_jobs_batch", "list_jobs", "get_job", "cancel_job", "list_job_types", "get_health",
-            "claim_job", "heartbeat_job", "complete_job", "fail_job", "acknowledge_cancel"} == ids
+            "claim_job", "heartbeat_job", "complete_job", "fail_job", "release_job", "acknowledge_cancel"} == ids
     assert all(OPERATION_ID.match(i) for i in ids)
 
 
