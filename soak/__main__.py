@@ -1,7 +1,7 @@
 """``make soak`` / ``python -m soak``: the local stack under faults and load, then one table.
 
     python -m soak                                   # 2000 jobs, fault rate 0.05, every route
-    python -m soak --jobs 200 --drain-timeout 300    # the CI run
+    python -m soak --jobs 200 --drain-timeout 1200   # the CI run
     python -m soak --fault-rate 0 --mix lambda=1     # no faults, Lambda only
     python -m soak --faults "dynamodb.UpdateItem:timeout=0.1"   # your own fault rules
     python -m soak --api-outage 0 --payload-fraction 0           # without the API outage and payloads
@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
                              "share (160 KiB), a third just over it (a 413)")
     parser.add_argument("--api-outage", type=float, default=45.0,
                         help="seconds the API the agents call is stopped (SIGSTOP) at a time (0: never)")
-    parser.add_argument("--api-outage-at", type=float, default=20.0, help="seconds into the submits of the first")
+    parser.add_argument("--api-outage-at", type=float, default=5.0,
+                        help="seconds into the submits of the first (the submits of a 200-job run take ~15 s)")
     parser.add_argument("--api-outage-every", type=float, default=600.0,
                         help="seconds from one outage's start to the next's (0: once)")
     parser.add_argument("--tenants", type=int, default=4)
