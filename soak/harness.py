@@ -6,8 +6,10 @@ Every submit carries an Idempotency-Key, so a job's id is known before the answe
 job. A submit never answered definitively is resolved by listing its tenant's jobs.
 
 What must hold (the exit status): no accepted job without a final state after the drain (lost), no
-job with more than one final transition in its history (duplicate final), and no job in the table
-that no submit accounts for (unexpected).
+job with more than one final transition in its history (duplicate final), no job in the table
+that no submit accounts for (unexpected), no FAILED job that never ran or was dead-lettered (failed
+without running), every over-limit payload refused with a 413 problem, and every accepted payload
+read back as it was sent.
 """
 
 from __future__ import annotations
