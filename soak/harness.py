@@ -112,11 +112,14 @@ def make_plans(jobs: int, tenants: int, mix: dict[str, float], fail_fraction: fl
     rng = random.Random(seed)
     routes, weights = zip(*mix.items())
     plans = []
+    payloads = 0  # the kinds take turns: even a short run has some of each
     for i in range(jobs):
         route = rng.choices(routes, weights)[0]
         draw = rng.random()
         kind = "fail" if draw < fail_fraction else "cancel" if draw < fail_fraction + cancel_fraction else "ok"
-        payload = rng.choice(PAYLOADS) if kind == "ok" and rng.random() < payload_fraction else None
+        payload = None
+        if kind == "ok" and rng.random() < payload_fraction:
+            payload, payloads = PAYLOADS[payloads % len(PAYLOADS)], payloads + 1
         body: dict[str, Any]
         if payload:
             body = {"type": "echo", "params": payload_params(i, run_id, PAYLOAD_BYTES[payload])}
