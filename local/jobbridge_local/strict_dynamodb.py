@@ -13,6 +13,13 @@ replaces both: every put and every update expression is measured as DynamoDB mea
 (``jobbridge.dynamo_codec.item_size``), and an update that does not fit is rolled back before moto
 records it in the stream.
 
+DynamoDB applies a conditional write atomically: of concurrent writes with one condition, one
+applies and the others fail their condition. moto checks the condition, then applies the write,
+with nothing held in between, so under load two claims of one attempt could both succeed (the soak
+saw a job claimed twice and FAILED twice). ``install`` makes each write (put, update, delete,
+transaction) one step: a lock around moto's backend methods, held from the condition to the write.
+https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Expressions.ConditionExpressions.html
+
 The moto server of the local stack runs with it (``python -m jobbridge_local.motoserver``), and the
 unit tier installs it in moto's in-process mock, so every tier meets DynamoDB's behaviour.
 """
@@ -20,12 +27,27 @@ unit tier installs it in moto's in-process mock, so every tier meets DynamoDB's 
 from __future__ import annotations
 
 import copy
-from typing import Any
+import functools
+import threading
+from typing import Any, Callable
 
 from jobbridge.dynamo_codec import item_size
 from jobbridge.limits import DYNAMODB_MAX_ITEM_BYTES
 
 _installed = False
+# Writes of the emulated DynamoDB, one at a time (reads need no lock: an item is replaced or changed
+# under the lock, and DynamoDB's own reads are no more isolated than that).
+_WRITES = threading.RLock()
+_WRITE_METHODS = ("put_item", "update_item", "delete_item", "transact_write_items")
+
+
+def _one_at_a_time(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        with _WRITES:
+            return method(*args, **kwargs)
+
+    return locked
 
 
 def install() -> None:
@@ -34,6 +56,7 @@ def install() -> None:
     if _installed:
         return
     from moto.dynamodb.exceptions import ItemSizeTooLarge
+    from moto.dynamodb.models import DynamoDBBackend
     from moto.dynamodb.models.dynamo_type import LimitedSizeDict
     from moto.dynamodb.models.table import Table
     from moto.dynamodb.parsing.executors import UpdateExpressionExecutor
@@ -66,4 +89,6 @@ def install() -> None:
 
     Table.put_item = strict_put_item  # type: ignore[method-assign]
     UpdateExpressionExecutor.execute = strict_execute  # type: ignore[method-assign]
+    for name in _WRITE_METHODS:  # each from its condition check to its last change, atomic
+        setattr(DynamoDBBackend, name, _one_at_a_time(getattr(DynamoDBBackend, name)))
     _installed = True
