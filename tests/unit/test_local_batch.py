@@ -106,3 +106,20 @@ def test_the_event_drop_fault_is_a_rule_of_the_fault_layer(tmp_path) -> None:
     assert injector.counts == {"batch.events:drop": 2} and injector.calls == {"batch.events": 4}
     injector.flush(force=True)
     assert '"batch.events:drop": 2' in (tmp_path / "batch-events.json").read_text()
+
+
+def test_the_local_batch_reads_its_event_drop_fault_from_the_stacks_fault_rules(tmp_path, monkeypatch) -> None:
+    from jobbridge_local.cli import _event_drop_fault
+
+    monkeypatch.delenv("JOBBRIDGE_FAULTS", raising=False)
+    assert _event_drop_fault() is None  # no faults: every event is delivered
+    monkeypatch.setenv("JOBBRIDGE_FAULTS", "sqs.ReceiveMessage:duplicate=0.5")
+    assert _event_drop_fault() is None  # faults, but none of this kind
+
+    monkeypatch.setenv("JOBBRIDGE_FAULTS", "sqs.ReceiveMessage:duplicate=0.5,batch.events:drop=1/1")
+    monkeypatch.setenv("JOBBRIDGE_FAULTS_DIR", str(tmp_path))
+    drop = _event_drop_fault()
+
+    assert [drop({}), drop({})] == [True, False]
+    (counts,) = tmp_path.glob("*-batch-events.json")  # beside the other processes' counts, for the soak
+    assert '"batch.events:drop": 1' in counts.read_text()
