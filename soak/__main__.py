@@ -1,17 +1,20 @@
 """``make soak`` / ``python -m soak``: the local stack under faults and load, then one table.
 
     python -m soak                                   # 2000 jobs, fault rate 0.05, every route
-    python -m soak --jobs 200 --drain-timeout 300    # the CI run
+    python -m soak --jobs 200 --drain-timeout 1200   # the CI run
     python -m soak --fault-rate 0 --mix lambda=1     # no faults, Lambda only
     python -m soak --faults "dynamodb.UpdateItem:timeout=0.1"   # your own fault rules
+    python -m soak --api-outage 0 --payload-fraction 0           # without the API outage and payloads
 
-Exits 0 only when nothing was lost, nothing reached a final state twice and nothing unexpected is in
-the table. Writes soak/last.json.
+Exits 0 only when nothing was lost, nothing reached a final state twice, nothing unexpected is in
+the table, no job failed without having run, every over-limit payload was a 413 and every payload
+read back as sent. Writes soak/last.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import sys
 import tempfile
@@ -22,6 +25,7 @@ from pathlib import Path
 from . import harness, stack
 
 ROOT = Path(__file__).resolve().parents[1]
+SUBMIT_TIMEOUT_S = 15.0
 
 
 def default_faults(rate: float) -> str:
@@ -46,6 +50,8 @@ def default_faults(rate: float) -> str:
         f"sqs.ChangeMessageVisibility:throttle={half}",
         # Batch: a submit whose answer is lost (botocore retries it: a second Batch job for one attempt).
         f"batch.SubmitJob:timeout={half}", f"batch.SubmitJob:throttle={half}",
+        # A Batch Job State Change event lost (gone to the BatchEventsDLQ): the local Batch drops it.
+        f"batch.events:drop={min(1.0, 4 * rate)}",
     ]
     return ",".join(rules)
 
@@ -70,6 +76,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="routes and their weights (default lambda=0.5,private=0.35,batch=0.15)")
     parser.add_argument("--fail-fraction", type=float, default=0.1, help="jobs of type fail")
     parser.add_argument("--cancel-fraction", type=float, default=0.1, help="sleep jobs cancelled after 0-6 s")
+    parser.add_argument("--payload-fraction", type=float, default=0.06,
+                        help="echo jobs with non-ASCII params: a third small, a third just under the params' "
+                             "share (160 KiB), a third just over it (a 413)")
+    parser.add_argument("--api-outage", type=float, default=45.0,
+                        help="seconds the API the agents call is stopped (SIGSTOP) at a time (0: never)")
+    parser.add_argument("--api-outage-at", type=float, default=5.0,
+                        help="seconds into the submits of the first (the submits of a 200-job run take ~15 s)")
+    parser.add_argument("--api-outage-every", type=float, default=600.0,
+                        help="seconds from one outage's start to the next's (0: once)")
     parser.add_argument("--tenants", type=int, default=4)
     parser.add_argument("--submitters", type=int, default=8, help="concurrent API clients")
     parser.add_argument("--worker-concurrency", type=int, default=4, help="Lambda worker and batch_submit MaximumConcurrency")
@@ -105,15 +120,24 @@ def main(argv: list[str] | None = None) -> int:
     running = stack.start(state_dir, faults=faults, seed=args.seed, parameters=parameters, env=env)
     try:
         plans = harness.make_plans(args.jobs, args.tenants, args.mix, args.fail_fraction, args.cancel_fraction,
-                                   args.seed, run_id)
-        submitter = harness.Submitter(running, plans, args.submitters)
-        say(f"submitting {len(plans)} jobs from {args.submitters} clients")
-        submit_s = submitter.run()
-        owed = {p.job_id for p in plans if submitter.outcomes[p.index].accepted}
-        say(f"submitted in {submit_s:.0f}s ({len(owed)} accepted); draining (up to {args.drain_timeout:.0f}s)")
-        items, drain_s = harness.drain(running, owed, args.drain_timeout, progress=say)
+                                   args.seed, run_id, args.payload_fraction)
+        # The soak's clients share the API with the agents: enough retries (same key) to outlast an outage.
+        submitter = harness.Submitter(running, plans, args.submitters,
+                                      retries=3 + math.ceil(args.api_outage / SUBMIT_TIMEOUT_S), timeout_s=SUBMIT_TIMEOUT_S)
+        outage = harness.ApiOutage(running.api_pid, args.api_outage, args.api_outage_at, args.api_outage_every,
+                                   progress=say).start()
+        try:
+            say(f"submitting {len(plans)} jobs from {args.submitters} clients")
+            submit_s = submitter.run()
+            owed = {p.job_id for p in plans if submitter.outcomes[p.index].accepted}
+            say(f"submitted in {submit_s:.0f}s ({len(owed)} accepted); draining (up to {args.drain_timeout:.0f}s)")
+            items, drain_s = harness.drain(running, owed, args.drain_timeout, progress=say)
+        finally:
+            outage.stop()  # the API answers again before anything below asks it
         drained = all(i.get("state") in harness.FINAL for i in items if i["job_id"] in owed)
-        result = harness.report(running, plans, submitter, items, config, submit_s, drain_s, drained)
+        payload_check = harness.check_payloads(submitter, plans)
+        result = harness.report(running, plans, submitter, items, config, submit_s, drain_s, drained,
+                                payload_check=payload_check, outage=outage.summary())
     finally:
         say("stopping the stack")
         running.stop(timeout_s=60)

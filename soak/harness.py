@@ -6,14 +6,19 @@ Every submit carries an Idempotency-Key, so a job's id is known before the answe
 job. A submit never answered definitively is resolved by listing its tenant's jobs.
 
 What must hold (the exit status): no accepted job without a final state after the drain (lost), no
-job with more than one final transition in its history (duplicate final), and no job in the table
-that no submit accounts for (unexpected).
+job with more than one final transition in its history (duplicate final), no job in the table
+that no submit accounts for (unexpected), no FAILED job that never ran or was dead-lettered (failed
+without running), every over-limit payload refused with a 413 problem, and every accepted payload
+read back as it was sent.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
+import re
+import signal
 import statistics
 import threading
 import time
@@ -26,7 +31,11 @@ from typing import Any
 
 import httpx
 
+from jobbridge.batch import parse_batch_job_name
+from jobbridge.dynamo_codec import json_size
 from jobbridge.ids import idempotent_job_id
+from jobbridge.limits import PARAMS_MAX_BYTES
+from jobbridge_local.local_batch import DROPPED_EVENT_MARKER
 
 from .stack import SoakStack
 
@@ -36,6 +45,13 @@ FINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
 STALE_MARKERS = ("fenced out: another attempt owns the job", "heartbeat refused: lease lost", "heartbeat fenced",
                  "lease lost; abandoning", "the lease belongs to another", "job settled elsewhere")
 REDISPATCH_MARKERS = ("re-dispatched a job the stream missed", "sent a waiting job's message again")
+# Payloads of ``echo`` jobs (Plan.payload): non-ASCII text well under the params' share, just under
+# it (accepted: the record budget is measured in UTF-8, as DynamoDB measures it), just over (a 413).
+PAYLOADS = ("non_ascii", "near_limit", "over_limit")
+PAYLOAD_TEXT = "😀🚀🧪 日本語の文字と漢字 한국어 Ünïcödé çàéîõ ß Ωμέγα "
+PAYLOAD_BYTES = {"non_ascii": 2048, "near_limit": PARAMS_MAX_BYTES - 64, "over_limit": PARAMS_MAX_BYTES + 64}
+# A FAILED job that never ran is ours to explain, unless its queue-wait deadline passed.
+DEADLINE_ERRORS = ("QueueWaitExpired",)
 
 
 @dataclass
@@ -49,6 +65,7 @@ class Plan:
     kind: str  # ok | fail | cancel
     body: dict[str, Any]
     cancel_after_s: float | None = None
+    payload: str | None = None  # one of PAYLOADS (an ``ok`` echo job), or None: small ASCII params
 
     @property
     def job_id(self) -> str:
@@ -61,6 +78,7 @@ class Outcome:
     attempts: int = 0
     route: str | None = None
     cancel_status: int | None = None
+    content_type: str | None = None  # the last answer's
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -72,17 +90,40 @@ class Outcome:
         return self.status is not None and 400 <= self.status < 500
 
 
+def payload_params(i: int, run_id: str, size: int) -> dict[str, Any]:
+    """Echo params of exactly ``size`` bytes as the record stores them (UTF-8 JSON text, measured
+    as the API measures them): emoji, CJK, Hangul, accented Latin and Greek, padded with ASCII."""
+    params = {"i": i, "run": run_id, "text": ""}
+    room = size - json_size(params)
+    chars, used = [], 0
+    while True:
+        char = PAYLOAD_TEXT[len(chars) % len(PAYLOAD_TEXT)]
+        width = len(char.encode("utf-8"))
+        if used + width > room:
+            break
+        chars.append(char)
+        used += width
+    params["text"] = "".join(chars) + "." * (room - used)
+    return params
+
+
 def make_plans(jobs: int, tenants: int, mix: dict[str, float], fail_fraction: float, cancel_fraction: float,
-               seed: int, run_id: str) -> list[Plan]:
+               seed: int, run_id: str, payload_fraction: float = 0.0) -> list[Plan]:
     rng = random.Random(seed)
     routes, weights = zip(*mix.items())
     plans = []
+    payloads = 0  # the kinds take turns: even a short run has some of each
     for i in range(jobs):
         route = rng.choices(routes, weights)[0]
         draw = rng.random()
         kind = "fail" if draw < fail_fraction else "cancel" if draw < fail_fraction + cancel_fraction else "ok"
+        payload = None
+        if kind == "ok" and rng.random() < payload_fraction:
+            payload, payloads = PAYLOADS[payloads % len(PAYLOADS)], payloads + 1
         body: dict[str, Any]
-        if kind == "ok":
+        if payload:
+            body = {"type": "echo", "params": payload_params(i, run_id, PAYLOAD_BYTES[payload])}
+        elif kind == "ok":
             body = {"type": "echo", "params": {"i": i, "run": run_id}}
         elif kind == "fail":
             # Half retryable (retried with backoff, then FAILED), half not (FAILED at once).
@@ -93,7 +134,7 @@ def make_plans(jobs: int, tenants: int, mix: dict[str, float], fail_fraction: fl
         if route == "batch":
             body["requirements"] = {"gpu": True}  # public work that needs a GPU runs in AWS Batch
         plans.append(Plan(i, f"soak-{i % tenants}", f"{run_id}-{i}", route, kind, body,
-                          cancel_after_s=rng.uniform(0.0, 6.0) if kind == "cancel" else None))
+                          cancel_after_s=rng.uniform(0.0, 6.0) if kind == "cancel" else None, payload=payload))
     return plans
 
 
@@ -129,9 +170,13 @@ class Submitter:
         for attempt in range(1, self.retries + 2):
             outcome.attempts = attempt
             try:
-                response = self._client().post("/jobs", json=plan.body,
-                                               headers=self._headers(plan, **{"Idempotency-Key": plan.key}))
+                # UTF-8 on the wire, as the record measures it (\u-escaped, 160 KiB of emoji would
+                # be ~480 KiB: over the API's 256 KiB body limit before the params are looked at).
+                response = self._client().post(
+                    "/jobs", content=json.dumps(plan.body, ensure_ascii=False).encode("utf-8"),
+                    headers=self._headers(plan, **{"Idempotency-Key": plan.key, "Content-Type": "application/json"}))
                 outcome.status = response.status_code
+                outcome.content_type = response.headers.get("content-type")
                 if response.status_code < 500:
                     if response.status_code < 300:
                         outcome.route = response.json().get("route")
@@ -185,6 +230,18 @@ class Submitter:
         self.cancel_due(flush=True)
         return time.monotonic() - started
 
+    def read_job(self, plan: Plan) -> dict[str, Any] | None:
+        """The job as ``GET /jobs/{id}`` answers it (None when it cannot be read)."""
+        for _ in range(5):
+            try:
+                response = self._client().get(f"/jobs/{plan.job_id}", headers=self._headers(plan))
+                if response.status_code == 200:
+                    return response.json()
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        return None
+
     def listed_ids(self, tenant: str) -> set[str]:
         """Every job id the API lists for ``tenant`` (how an indeterminate submit is resolved)."""
         ids: set[str] = set()
@@ -207,6 +264,71 @@ class Submitter:
             cursor = page.get("next_cursor")
             if not cursor:
                 return ids
+
+
+class ApiOutage:
+    """The API the agents call, stopped (SIGSTOP of its process) for ``duration_s``, first
+    ``start_after_s`` into the run, then every ``every_s`` (0: once) until ``stop()``. The agents'
+    claims, heartbeats and settles time out meanwhile, as an on-prem agent sees an API outage; the
+    soak's own clients meet it too, and retry with their Idempotency-Key."""
+
+    def __init__(self, pid_of: Any, duration_s: float, start_after_s: float, every_s: float = 0.0,
+                 progress: Any = None) -> None:
+        self.pid_of = pid_of
+        self.duration_s = duration_s
+        self.start_after_s = start_after_s
+        self.every_s = every_s
+        self.progress = progress
+        self.outages: list[float] = []  # each one's length in seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="api-outage", daemon=True)
+
+    def start(self) -> "ApiOutage":
+        if self.duration_s > 0:
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """End the outage in progress (the API always continues) and schedule no more."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        if self._stop.wait(self.start_after_s):
+            return
+        while True:
+            pid = self.pid_of()
+            if self.progress:
+                self.progress(f"API outage {len(self.outages) + 1}: stopping the API (pid {pid}) for {self.duration_s:.0f}s")
+            os.kill(pid, signal.SIGSTOP)
+            stopped_at = time.monotonic()
+            try:
+                self._stop.wait(self.duration_s)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+                self.outages.append(round(time.monotonic() - stopped_at, 1))
+            if self.every_s <= 0 or self._stop.wait(max(0.0, self.every_s - self.duration_s)):
+                return
+
+    def summary(self) -> dict[str, Any]:
+        return {"count": len(self.outages), "seconds": round(sum(self.outages), 1), "each_s": self.outages,
+                "planned": {"duration_s": self.duration_s, "start_after_s": self.start_after_s, "every_s": self.every_s}}
+
+
+def check_payloads(submitter: Submitter, plans: list[Plan]) -> dict[str, Any]:
+    """Read every accepted payload job back through the API: its params, and once SUCCEEDED its
+    result (echo returns its params), must be exactly what was sent."""
+    read, changed = 0, []
+    for plan in plans:
+        if plan.payload in (None, "over_limit") or not submitter.outcomes[plan.index].accepted:
+            continue
+        job = submitter.read_job(plan)
+        read += 1
+        sent = plan.body["params"]
+        if job is None or job.get("params") != sent or (job.get("state") == "SUCCEEDED" and job.get("result") != sent):
+            changed.append(plan.job_id)
+    return {"read": read, "changed": len(changed), "examples": changed[:10]}
 
 
 def scan_table(stack: SoakStack, states_only: bool = False) -> list[dict[str, Any]]:
@@ -265,6 +387,54 @@ def _count_log_lines(logs: Path, markers: tuple[str, ...]) -> int:
     return total
 
 
+def _dropped_event_jobs(logs: Path) -> list[tuple[str, str]]:
+    """(job id, Batch status) of every state change event the local Batch dropped (its log lines)."""
+    found = []
+    for path in logs.rglob("*.log"):
+        with path.open(errors="replace") as fh:
+            for line in fh:
+                if DROPPED_EVENT_MARKER not in line:
+                    continue
+                match = re.search(r"dropped the (\w+) event of Batch job (\S+?)[\s\"]", line + " ")
+                parsed = parse_batch_job_name(match[2]) if match else None
+                if parsed:
+                    found.append((parsed[0], match[1]))
+    return found
+
+
+def _failed_without_running(item: dict[str, Any]) -> bool:
+    """FAILED, and either never claimed or failed by a dead letter: a failure of ours, not the
+    job's (unless its queue-wait deadline passed, a failure the user asked for)."""
+    if item.get("state") != "FAILED":
+        return False
+    error_type = (item.get("error") or {}).get("type")
+    if error_type in DEADLINE_ERRORS:
+        return False
+    never_claimed = not any(h.get("event") == "claimed" for h in item.get("history") or [])
+    return never_claimed or error_type == "DeadLettered"
+
+
+def _payload_outcomes(plans: list[Plan], outcomes: dict[int, Outcome], owed: list[Plan],
+                      by_id: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per payload kind: planned, accepted (owed), final states; for the over-limit ones, how each
+    submit was answered (a 413 problem is right; anything else, a 5xx above all, is not)."""
+    owed_ids = {p.job_id for p in owed}
+    out: dict[str, Any] = {}
+    for kind in PAYLOADS:
+        mine = [p for p in plans if p.payload == kind]
+        finals = Counter(by_id.get(p.job_id, {}).get("state") or "absent" for p in mine if p.job_id in owed_ids)
+        out[kind] = {"planned": len(mine), "accepted": sum(1 for p in mine if p.job_id in owed_ids),
+                     "bytes": PAYLOAD_BYTES[kind], "states": dict(sorted(finals.items()))}
+    answers: Counter[str] = Counter()
+    for plan in (p for p in plans if p.payload == "over_limit"):
+        outcome = outcomes[plan.index]
+        problem = (outcome.content_type or "").startswith("application/problem+json")
+        answers["413 problem" if outcome.status == 413 and problem else str(outcome.status)] += 1
+    out["over_limit"]["answers"] = dict(sorted(answers.items()))
+    out["over_limit"]["not_413"] = sum(n for k, n in answers.items() if k != "413 problem")
+    return out
+
+
 def _fault_totals(directory: Path) -> dict[str, Any]:
     injected: Counter[str] = Counter()
     calls: Counter[str] = Counter()
@@ -281,7 +451,8 @@ def _fault_totals(directory: Path) -> dict[str, Any]:
 
 
 def report(stack: SoakStack, plans: list[Plan], submitter: Submitter, items: list[dict[str, Any]],
-           config: dict[str, Any], submit_s: float, drain_s: float, drained: bool) -> dict[str, Any]:
+           config: dict[str, Any], submit_s: float, drain_s: float, drained: bool,
+           payload_check: dict[str, Any] | None = None, outage: dict[str, Any] | None = None) -> dict[str, Any]:
     outcomes = submitter.outcomes
     by_id = {i["job_id"]: i for i in items}
     expected_ids = {p.job_id: p for p in plans}
@@ -305,6 +476,7 @@ def report(stack: SoakStack, plans: list[Plan], submitter: Submitter, items: lis
     wrong_final: Counter[str] = Counter()
     sweeper_lease_recoveries = 0
     dead_lettered = 0
+    failed_without_running = []
     for plan in owed:
         item = by_id.get(plan.job_id)
         if not item:
@@ -324,12 +496,25 @@ def report(stack: SoakStack, plans: list[Plan], submitter: Submitter, items: lis
                 wrong_final[f"{plan.kind}->{state}"] += 1
         if (item.get("error") or {}).get("type") == "DeadLettered":
             dead_lettered += 1
+        if _failed_without_running(item):
+            failed_without_running.append(plan.job_id)
     routes = Counter(by_id[p.job_id]["route"] for p in owed if p.job_id in by_id)
     route_final: dict[str, dict[str, int]] = {}
     for plan in owed:
         item = by_id.get(plan.job_id)
         if item:
             route_final.setdefault(item["route"], Counter())[item.get("state")] += 1
+
+    # Still not final when the drain ended, by route and state (the lost ones, where they stand).
+    not_final = Counter(f"{by_id[j]['route']} {by_id[j].get('state')}" if j in by_id else "absent" for j in lost)
+    dropped = _dropped_event_jobs(stack.logs)
+    dropped_jobs: Counter[str] = Counter()
+    for job_id in {j for j, _ in dropped}:
+        item = by_id.get(job_id, {})
+        dropped_jobs[item.get("state") if item.get("state") in FINAL else "not final"] += 1
+        if any(h.get("event") == "lease_expired" for h in item.get("history") or []):
+            dropped_jobs["lease recovered"] += 1
+    payload_check = payload_check or {"read": 0, "changed": 0, "examples": []}
 
     sqs = stack.aws("sqs")
     dlq_messages = 0
@@ -354,6 +539,13 @@ def report(stack: SoakStack, plans: list[Plan], submitter: Submitter, items: lis
         "duplicate_final": len(duplicate_final),
         "unexpected": len(unexpected) + len(made_by_rejected),
         "final_not_as_intended": dict(sorted(wrong_final.items())),
+        "not_final_at_drain_end": dict(sorted(not_final.items())),
+        "failed_without_running": len(failed_without_running),
+        "payloads": _payload_outcomes(plans, outcomes, owed, by_id),
+        "payloads_read_back": payload_check,
+        "api_outages": outage or {"count": 0, "seconds": 0.0},
+        "batch_events_dropped": {"events": len(dropped), "by_status": dict(sorted(Counter(s for _, s in dropped).items())),
+                                 "jobs": dict(sorted(dropped_jobs.items()))},
         "executions_per_job_mean": round(statistics.fmean(executions), 3) if executions else None,
         "executions_per_job_max": max(executions) if executions else None,
         "stale_writes_rejected": _count_log_lines(stack.logs, STALE_MARKERS),
@@ -367,14 +559,24 @@ def report(stack: SoakStack, plans: list[Plan], submitter: Submitter, items: lis
         "submit_phase_s": round(submit_s, 1),
         "drain_s": round(drain_s, 1),
         "drained": drained,
+        "over_limit_not_413": 0,  # set below, from "payloads"
+        "payloads_changed": payload_check["changed"],
         "faults": _fault_totals(stack.state_dir / "faults"),
         "config": config,
         "examples": {"lost": lost[:10], "duplicate_final": duplicate_final[:10], "unexpected": unexpected[:10],
-                     "made_by_rejected": made_by_rejected[:10],
+                     "made_by_rejected": made_by_rejected[:10], "failed_without_running": failed_without_running[:10],
+                     "batch_events_dropped": sorted({j for j, _ in dropped})[:10],
                      "rejected": [outcomes[p.index].errors[-1:] for p in rejected[:5]]},
     }
-    result["ok"] = result["lost"] == 0 and result["duplicate_final"] == 0 and result["unexpected"] == 0
+    result["over_limit_not_413"] = result["payloads"]["over_limit"]["not_413"]
+    result["ok"] = not any(result[k] for k in CHECKS)
     return result
+
+
+# What must all be 0 for the soak to pass (the exit status), with how each is named in the table.
+CHECKS = {"lost": "lost", "duplicate_final": "duplicate_final", "unexpected": "unexpected",
+          "failed_without_running": "failed_without_running", "over_limit_not_413": "over-limit not 413",
+          "payloads_changed": "payloads changed"}
 
 
 def _round(value: float | None) -> float | None:
@@ -395,8 +597,22 @@ def table(result: dict[str, Any]) -> str:
                                      for r, c in result["final_by_route"].items()) or "-"),
         ("final not as intended", ", ".join(f"{k} {v}" for k, v in result["final_not_as_intended"].items()) or "0"),
         ("LOST (accepted, not final)", result["lost"]),
+        ("  not final at the drain's end", _counts(result["not_final_at_drain_end"]) or "-"),
         ("DUPLICATE final states", result["duplicate_final"]),
         ("UNEXPECTED jobs", result["unexpected"]),
+        ("FAILED WITHOUT RUNNING (never claimed, or dead-lettered)", result["failed_without_running"]),
+        *[(f"{name} payloads, {p['bytes']} B (planned / accepted: final)",
+           f"{p['planned']} / {p['accepted']}: {_counts(p['states']) or '-'}")
+          for name, p in ((n, result["payloads"][n]) for n in ("non_ascii", "near_limit"))],
+        ("over_limit payloads, {} B (planned: answers)".format(result["payloads"]["over_limit"]["bytes"]),
+         f"{result['payloads']['over_limit']['planned']}: {_counts(result['payloads']['over_limit']['answers']) or '-'}"),
+        ("PAYLOADS CHANGED (read back by GET / changed)",
+         f"{result['payloads_read_back']['read']} / {result['payloads_read_back']['changed']}"),
+        ("API outages for the agents (count / seconds)",
+         f"{result['api_outages']['count']} / {result['api_outages']['seconds']}"),
+        ("Batch events dropped (by status; their jobs)",
+         f"{result['batch_events_dropped']['events']} ({_counts(result['batch_events_dropped']['by_status']) or '-'}; "
+         f"{_counts(result['batch_events_dropped']['jobs']) or '-'})"),
         ("executions per job (mean / max)", f"{result['executions_per_job_mean']} / {result['executions_per_job_max']}"),
         ("stale writes rejected", result["stale_writes_rejected"]),
         ("sweeper recoveries (leases / re-dispatches)",
@@ -412,9 +628,14 @@ def table(result: dict[str, Any]) -> str:
     rows += [(f"  {name}", count) for name, count in faults.items()]
     width = max(len(name) for name, _ in rows)
     lines = [f"{'':-<{width + 30}}", *(f"{name:<{width}}  {value}" for name, value in rows), f"{'':-<{width + 30}}",
-             "PASS: nothing lost, nothing final twice, nothing unexpected" if result["ok"]
-             else "FAIL: " + ", ".join(k for k in ("lost", "duplicate_final", "unexpected") if result[k])]
+             "PASS: nothing lost, nothing final twice, nothing unexpected, nothing failed without running, "
+             "payloads as sent" if result["ok"]
+             else "FAIL: " + ", ".join(name for key, name in CHECKS.items() if result[key])]
     return "\n".join(lines)
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items())
 
 
 def write(result: dict[str, Any], path: Path) -> None:

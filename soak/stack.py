@@ -28,6 +28,21 @@ class SoakStack(StackProcess):
     def logs(self) -> Path:
         return self.state_dir / "logs"
 
+    def api_pid(self) -> int:
+        """The stack's uvicorn (the API the agents and the soak's clients call): the child of the
+        stack process whose command line runs it."""
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            except (OSError, ValueError, IndexError):
+                continue  # gone meanwhile, or not ours to read
+            if ppid == self.process.pid and b"uvicorn" in cmdline:
+                return int(entry.name)
+        raise RuntimeError("the stack's API process was not found")
+
 
 def start(state_dir: Path, *, faults: str, seed: int, parameters: dict[str, str], env: dict[str, str]) -> SoakStack:
     python_path = [str(FAULTS_BOOT), str(ROOT / "local")] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])

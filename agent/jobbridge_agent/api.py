@@ -258,7 +258,7 @@ class AgentApi:
 
     def _post(self, action: str, job_id: str, body: dict[str, Any], attempts: int | None = None) -> dict[str, Any]:
         path = f"{self._prefix}/agent/jobs/{quote(job_id, safe='')}/{action}"
-        payload = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+        payload = _json_body(body)
         attempts = attempts or self._max_attempts
         last = ""
         for attempt_no in range(1, attempts + 1):
@@ -336,6 +336,16 @@ class AgentApi:
         # 400/413/422: a request this client should not have made; retrying cannot help.
         log.error("API refused a request", extra={"job_id": job_id, "action": action, "status": status, "detail": detail})
         return DependencyUnavailable("api", f"{action}: HTTP {status}: {detail}")
+
+
+def _json_body(body: dict[str, Any]) -> bytes:
+    """UTF-8 JSON (RFC 8259 section 8.1), as the record's budget measures a result: \\u-escaped, a
+    result of emoji within its share would be three times over the API's body limit. Text that is
+    not UTF-8 at all (a lone surrogate in an error message) goes escaped, for the API to judge."""
+    try:
+        return json.dumps(body, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
 
 
 def _connection(scheme: str, host: str, port: int, timeout: float, context: ssl.SSLContext | None) -> http.client.HTTPConnection:

@@ -24,6 +24,9 @@ timeout_final  after-call      the call succeeded, then ReadTimeoutError raised 
                                no retry left: the write took effect and the caller cannot know
 duplicate      after-call /    ReceiveMessage: one message of the response repeated (an at-least-
                before-send     once redelivery); any other operation: the request is sent twice
+drop           (not botocore)  ``batch.events:drop=R`` only: the local Batch's EventBridge delivery
+                               drops that share of the state change events its rules match, as if
+                               each had gone to the BatchEventsDLQ (``FaultInjector.decide``)
 =============  ==============  ==================================================================
 
 Every decision comes from one seeded ``random.Random`` per injector (``JOBBRIDGE_FAULTS_SEED``,
@@ -64,7 +67,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-KINDS = ("throttle", "5xx", "timeout", "timeout_final", "duplicate")
+KINDS = ("throttle", "5xx", "timeout", "timeout_final", "duplicate", "drop")
 DEFAULT_SKIP = r"moto[/.]?server|jobbridge_local(/__main__\.py)?\s+(run|resources|token)\b"
 
 _THROTTLE_CODES = {
@@ -225,6 +228,17 @@ class FaultInjector:
                     self._fired[index] = self._fired.get(index, 0) + 1
                     return rule.kind
         return None
+
+    def decide(self, service: str, operation: str, kind: str) -> bool:
+        """A fault point outside botocore (an emulator's, e.g. the local Batch's event delivery):
+        count the call, and whether a ``kind`` rule fires on it (then counted as injected)."""
+        self._count_call(service, operation)
+        fired = self._pick(service, operation, (kind,)) is not None
+        if fired:
+            self._record(service, operation, kind)
+        else:
+            self.flush()
+        return fired
 
     def _count_call(self, service: str, operation: str) -> None:
         key = f"{service}.{operation}"

@@ -301,6 +301,28 @@ def _poll(args: argparse.Namespace) -> int:
 # -- batch -------------------------------------------------------------------------------------
 
 
+def _event_drop_fault() -> Callable[[dict[str, Any]], bool] | None:
+    """``batch.events:drop=R`` in JOBBRIDGE_FAULTS (the soak's fault rules): drop that share of the
+    state change events, counted in JOBBRIDGE_FAULTS_DIR like every injected fault. This process is
+    an emulator, never itself faulted: the injector only decides, it hooks no client."""
+    spec = os.environ.get("JOBBRIDGE_FAULTS", "").strip()
+    if not spec:
+        return None
+    # Importable where faults are on: whoever sets JOBBRIDGE_FAULTS puts local/ on PYTHONPATH (soak/stack.py).
+    from jobbridge_faults import FaultInjector, parse_spec
+
+    rules = [r for r in parse_spec(spec) if r.kind == "drop"]
+    if not rules:
+        return None
+    directory = os.environ.get("JOBBRIDGE_FAULTS_DIR")
+    counts_file = None
+    if directory:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        counts_file = Path(directory) / f"{os.getpid()}-batch-events.json"  # not the skipped injector's <pid>.json
+    injector = FaultInjector(rules, f"{os.environ.get('JOBBRIDGE_FAULTS_SEED', '0')}:batch-events", counts_file=counts_file)
+    return lambda event: injector.decide("batch", "events", "drop")
+
+
 def _batch(args: argparse.Namespace) -> int:
     from . import paths
     from .invoke import LocalFunction, default_endpoint_url, local_aws_environment
@@ -323,7 +345,8 @@ def _batch(args: argparse.Namespace) -> int:
         # One function: this process is its container, as a poller process is its function's.
         next(iter(functions.values())).adopt_environment()
     isolate = len(functions) > 1
-    delivery = EventDelivery(targets, lambda name, event: functions[name].invoke(event, isolate_environment=isolate))
+    delivery = EventDelivery(targets, lambda name, event: functions[name].invoke(event, isolate_environment=isolate),
+                             drop=_event_drop_fault())
     batch = LocalBatch(
         template, context,
         aws_env=local_aws_environment(endpoint_url, context.region),

@@ -90,6 +90,7 @@ TIMED_OUT = "Job attempt duration exceeded timeout"
 DEFAULT_MAX_RUNNING = 4
 DELIVERY_RETRY_DELAYS = (1.0, 2.0)  # Lambda retries a failed asynchronous invocation twice
 STOP_GRACE_SECONDS = 5.0
+DROPPED_EVENT_MARKER = "injected fault: event lost to the BatchEventsDLQ"  # the soak counts these lines
 # Variables a process needs to start at all; a container would get them from its image.
 _PROCESS_BASICS = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SYSTEMROOT")
 _LOCAL_FAILURE = re.compile(r"^/_local/jobs/(?P<job_id>[^/]+)/fail$")
@@ -249,13 +250,20 @@ def event_targets(template: Template, context: LocalContext) -> list[EventTarget
 class EventDelivery:
     """EventBridge -> Lambda, asynchronously and in order: each matching target is invoked; a
     failed invocation is retried twice, as Lambda retries an asynchronous one, then dropped with
-    an error (in AWS it would go to the function's DeadLetterQueue)."""
+    an error (in AWS it would go to the function's DeadLetterQueue).
+
+    ``drop`` (a fault, for the soak): asked about each event a target matches; when it answers
+    true the event is not delivered at all, as one that went to the BatchEventsDLQ (which nothing
+    reads). The job it concerned must then be recovered some other way (its lease lapsing)."""
 
     def __init__(self, targets: Iterable[EventTarget], invoke: Callable[[str, dict[str, Any]], Any],
-                 retry_delays: Iterable[float] = DELIVERY_RETRY_DELAYS) -> None:
+                 retry_delays: Iterable[float] = DELIVERY_RETRY_DELAYS,
+                 drop: Callable[[dict[str, Any]], bool] | None = None) -> None:
         self.targets = list(targets)
         self.invoke = invoke
         self.retry_delays = tuple(retry_delays)
+        self.drop = drop
+        self.dropped: list[dict[str, Any]] = []  # the details of the events dropped by ``drop``
         self._events: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="batch-events", daemon=True)
         self._thread.start()
@@ -273,8 +281,15 @@ class EventDelivery:
             if event is None:
                 return
             for target in self.targets:
-                if target.matches(event):
-                    self._deliver(target, event)
+                if not target.matches(event):
+                    continue
+                if self.drop is not None and self.drop(event):
+                    detail = event.get("detail", {})
+                    self.dropped.append(detail)
+                    logger.warning("%s: dropped the %s event of Batch job %s", DROPPED_EVENT_MARKER, detail.get("status"),
+                                   detail.get("jobName"))
+                    continue
+                self._deliver(target, event)
 
     def _deliver(self, target: EventTarget, event: dict[str, Any]) -> None:
         detail = event.get("detail", {})

@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 from botocore.credentials import Credentials
 
+from jobbridge.config import Settings
 from jobbridge.errors import DependencyUnavailable, InvalidTransition, JobNotFound, StaleAttempt
+from jobbridge.limits import RESULT_MAX_BYTES
 from jobbridge.models import JobError, Progress, State
 from jobbridge_agent.api import AgentApi, BearerToken, NotAuthorized, SigV4, _Pool
 from jobbridge_agent.backoff import Backoff
@@ -63,7 +65,8 @@ class FakeConnection:
         self.closed = False
 
     def request(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> None:
-        self.server.requests.append({"method": method, "path": path, "body": json.loads(body), "headers": headers})
+        self.server.requests.append({"method": method, "path": path, "body": json.loads(body), "headers": headers,
+                                     "raw": body})
         self._next = self.server.script.pop(0)
         if isinstance(self._next, BaseException):
             raise self._next
@@ -153,6 +156,30 @@ def test_a_result_that_is_not_json_or_too_large_fails_the_job_instead() -> None:
     api.complete(JOB_ID, 1, "x" * 300_000)
     assert [r["path"].rsplit("/", 1)[1] for r in server.requests] == ["fail", "fail"]
     assert [r["body"]["error"]["type"] for r in server.requests] == ["ResultNotJSON", "ResultTooLarge"]
+
+
+def test_a_non_ascii_result_within_its_share_fits_the_apis_body_limit() -> None:
+    # Just under the result's share as the record measures it (UTF-8). \u-escaped, 160 KiB of emoji
+    # would be ~480 KiB: over the API's body limit, and the job that ran could never be settled
+    # (found by the soak's near-limit payloads on the private route).
+    result = {"text": "😀🚀 日本語 Ünïcödé" * (RESULT_MAX_BYTES // 40)}
+    server = Server(FakeResponse(200, AGENT_JOB), FakeResponse(200, public("SUCCEEDED")))
+    api = client(server)
+    api.claim(JOB_ID, "o", 60, 0)
+
+    api.complete(JOB_ID, 1, result)
+
+    sent = server.requests[1]
+    assert sent["path"].endswith("/complete") and sent["body"]["result"] == result
+    assert len(sent["raw"]) <= Settings.model_fields["max_body_bytes"].default
+    assert "😀".encode() in sent["raw"]  # UTF-8 on the wire, as JSON allows (RFC 8259 section 8.1)
+
+
+def test_a_lone_surrogate_in_an_error_message_is_still_sent_escaped() -> None:
+    # Not UTF-8 at all: sent \u-escaped, as before, for the API to judge.
+    server = Server(FakeResponse(200, public("FAILED")))
+    client(server).fail(JOB_ID, 1, JobError(type="Boom", message="bad \ud800 text"))
+    assert b"\\ud800" in server.requests[0]["raw"]
 
 
 def test_unavailable_is_retried_with_jittered_backoff_then_succeeds() -> None:
