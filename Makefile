@@ -8,11 +8,12 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST := $(PY) -m pytest
 
-.PHONY: help install run test test-unit test-integration test-e2e check-template check-openapi clean check-security fuzz soak bench bench-quick
+.PHONY: help install lint run test test-unit test-integration test-e2e check-template check-openapi clean check-security fuzz soak bench bench-quick
 
 help:
 	@echo "make run             start moto server, the API, the bridge and the workers on loopback"
 	@echo "make test            unit, integration and end-to-end tests"
+	@echo "make lint            ruff over the whole tree"
 	@echo "make check-template  cfn-lint, sam validate --lint and sam build (no AWS account needed)"
 	@echo "make check-security  checkov over template.yaml: no finding left unexplained"
 	@echo "make check-openapi   the published OpenAPI documents generate clients that work (openapi-python-client)"
@@ -28,6 +29,10 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# ruff over the whole tree (rules in pyproject.toml); ruff comes with the dev extra.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 run: $(STAMP)
 	$(VENV)/bin/jobbridge local run

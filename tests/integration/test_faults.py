@@ -5,7 +5,6 @@ second job, and a claim whose response was lost is fenced, not doubled."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

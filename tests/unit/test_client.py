@@ -31,8 +31,8 @@ class AppTransport(httpx.BaseTransport):
     """Forwards each request to the app (through a TestClient), after the queued faults have had
     their turn: a fault gets the request and a ``forward`` callable, and answers or raises."""
 
-    def __init__(self, app: Any) -> None:
-        self.app_client = TestClient(app, raise_server_exceptions=False)
+    def __init__(self, asgi_app: Any) -> None:
+        self.app_client = TestClient(asgi_app, raise_server_exceptions=False)
         self.faults: deque[Fault] = deque()
         self.requests: list[httpx.Request] = []
         self.extra_headers: dict[str, str] = {}
